@@ -1,0 +1,1 @@
+"""Alembic migrations of tracer's schema (a package so an installed tracer can find them)."""

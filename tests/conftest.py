@@ -1,0 +1,59 @@
+"""Fixtures: a real Postgres database per test session (migrated with Alembic), and run builders.
+
+`TRACER_TEST_ADMIN_URL` points at a server where the tests may create and drop
+a database (default: the local server, user postgres).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+from tests.pipelines import RunBuilder
+from tracer import db
+
+ADMIN_URL = os.environ.get(
+    "TRACER_TEST_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"tracer_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def build(tmp_path: Path, engine: Engine) -> RunBuilder:
+    return RunBuilder(tmp_path, engine)
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "slow: a heavier case (still part of the suite)")

@@ -1,0 +1,43 @@
+"""Exceptions whose message is what the user reads: each names the file, column or field."""
+
+from __future__ import annotations
+
+
+class TracerError(Exception):
+    """Base of every error tracer reports to a user (CLI exit code 2, HTTP 4xx)."""
+
+    status = 400
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or [message]
+
+
+class ManifestError(TracerError):
+    """The run manifest is invalid; `errors` lists every field at fault."""
+
+
+class IngestError(TracerError):
+    """A dataset could not be read or loaded; nothing of it was stored."""
+
+    def __init__(self, dataset: str, path: str, message: str, column: str | None = None) -> None:
+        where = f"dataset {dataset!r} ({path})"
+        if column is not None:
+            where += f", column {column!r}"
+        super().__init__(f"{where}: {message}")
+        self.dataset = dataset
+        self.path = path
+        self.column = column
+
+
+class NotFoundError(TracerError):
+    """A run, client or pipeline asked for does not exist."""
+
+    status = 404
+
+
+class ConflictError(TracerError):
+    """The request contradicts what is stored (e.g. a run id reused with another pipeline)."""
+
+    status = 409

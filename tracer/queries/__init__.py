@@ -1,0 +1,1 @@
+"""Read-side questions about stored runs; each module answers one."""

@@ -1,0 +1,115 @@
+"""Where did client X go: one key's journey through a run, and its history across runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from tracer.errors import NotFoundError
+from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome
+from tracer.queries.common import load_run, run_info
+from tracer.tables import datasets, key_outcomes, key_reasons, pipelines, runs
+
+
+def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict[str, Any]:
+    """Outcome per stage in pipeline order, rows in/out, reasons, final outcome, anomalies met."""
+    run = load_run(conn, run_id)
+    key = run.encode_key(key_values)
+    k = key_outcomes.c
+    row = conn.execute(select(key_outcomes).where(k.run_pk == run.pk, k.key == key)).first()
+    if row is None:
+        raise NotFoundError(
+            f"client {dict(zip(run.key, key_values, strict=True))} has no record in run {run_id!r}"
+        )
+    reasons: dict[int, list[dict[str, Any]]] = {}
+    r = key_reasons.c
+    for reason in conn.execute(
+        select(r.stage, r.reason, r.rows, datasets.c.name, datasets.c.role, datasets.c.id)
+        .join(datasets, datasets.c.id == r.dataset_id)
+        .where(r.run_pk == run.pk, r.key == key)
+        .order_by(r.stage, datasets.c.name, r.reason)
+    ):
+        reasons.setdefault(reason.stage, []).append(
+            {
+                "source": reason.name,
+                "reason": reason.reason,
+                "rows": reason.rows,
+                "reported": _reported(run.row.manifest, reason.name),
+            }
+        )
+    stages = []
+    met = []
+    for index, name in enumerate(run.stages):
+        code = row.outcomes[index]
+        if code == 0:
+            continue
+        outcome = Outcome(code)
+        grain_violation = index in row.grain_violations
+        stages.append(
+            {
+                "stage": name,
+                "outcome": outcome.label,
+                "rows_in": row.rows_in[index],
+                "rows_out": row.rows_out[index],
+                "rows_drop_reported": row.drop_rep[index],
+                "rows_drop_operational": row.drop_ops[index],
+                "grain_violation": grain_violation,
+                "reasons": reasons.get(index, []),
+            }
+        )
+        if outcome in JOURNEY_ANOMALIES:
+            met.append({"stage": name, "anomaly": outcome.label})
+        if grain_violation:
+            met.append({"stage": name, "anomaly": Outcome.GRAIN_VIOLATION.label})
+    final = Final(row.final).label
+    return {
+        "run": run.run_id,
+        "key": run.decode_key(key),
+        "final_outcome": final,
+        "entered": row.entered,
+        "traced": row.traced,
+        "stages": stages,
+        # The final outcome itself is not an anomaly met on the way.
+        "anomalies": [m for m in met if not _is_final(m, final, stages)],
+    }
+
+
+def _reported(manifest: dict[str, Any], source: str) -> bool:
+    return next(t["reported"] for t in manifest["pipeline"]["traceability"] if t["name"] == source)
+
+
+def _is_final(met: dict[str, str], final: str, stages: list[dict[str, Any]]) -> bool:
+    """The stage whose outcome became the final outcome (the last one the key left at)."""
+    leaving = [s for s in stages if s["rows_in"] >= 1 and s["rows_out"] == 0]
+    return bool(leaving) and met["anomaly"] == final and met["stage"] == leaving[-1]["stage"]
+
+
+def history(
+    conn: Connection, key_values: Sequence[object], pipeline: str | None = None
+) -> dict[str, Any]:
+    """Every run the key appears in, newest first, with its final outcome there."""
+    query = (
+        select(runs, pipelines.c.name.label("pipeline_name"))
+        .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
+        .where(runs.c.status == "classified")
+    )
+    if pipeline is not None:
+        query = query.where(pipelines.c.name == pipeline)
+    found = []
+    for row in conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.pk.desc())):
+        run = run_info(row)
+        if len(run.key) != len(key_values):
+            continue
+        key = run.encode_key(key_values)
+        hit = conn.execute(
+            select(key_outcomes.c.final).where(
+                key_outcomes.c.run_pk == run.pk, key_outcomes.c.key == key
+            )
+        ).scalar()
+        if hit is not None:
+            found.append({**run.header(), "final_outcome": Final(hit).label})
+    if not found:
+        raise NotFoundError(f"client {list(key_values)} appears in no classified run")
+    return {"key": list(key_values), "runs": found}

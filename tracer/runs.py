@@ -1,0 +1,154 @@
+"""Runs: register a manifest, ingest what changed, classify; delete a run as a unit.
+
+`ingest_manifest` does it all in one transaction, so a failure anywhere leaves
+the database exactly as it was (the queue, later, splits it per dataset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+
+from tracer.classify import classify_run
+from tracer.errors import ConflictError, NotFoundError
+from tracer.ingest import Progress, ingest_dataset
+from tracer.manifest import Dataset, Manifest
+from tracer.partitions import drop_dataset_partitions, drop_run_partitions
+from tracer.tables import datasets, pipelines, runs
+
+
+@dataclass(frozen=True)
+class Registered:
+    run_pk: int
+    created: bool
+    datasets: list[tuple[Dataset, int, str | None]]  # dataset, its id, its stored fingerprint
+
+
+def ingest_manifest(
+    engine: Engine,
+    manifest: Manifest,
+    progress: Progress | None = None,
+    on_classify: Callable[[], None] | None = None,
+) -> str:
+    """Ingest every dataset of the run whose content changed, then classify the run."""
+    with engine.begin() as conn:
+        reg = register_run(conn, manifest)
+        changed = False
+        for dataset, dataset_id, previous in reg.datasets:
+            result = ingest_dataset(
+                conn, dataset_id, dataset, manifest.pipeline, previous, progress
+            )
+            if result.skipped and progress:
+                progress(dataset.name, 0)
+            changed = changed or not result.skipped
+        status = conn.execute(select(runs.c.status).where(runs.c.pk == reg.run_pk)).scalar_one()
+        if changed or status != "classified":
+            if on_classify:
+                on_classify()
+            classify_run(conn, reg.run_pk, manifest.pipeline)
+    return manifest.run_id
+
+
+def register_run(conn: Connection, manifest: Manifest) -> Registered:
+    """Create or update the run and its datasets; serialised per run id by an advisory lock."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": manifest.run_id})
+    pipeline_id = _upsert_pipeline(conn, manifest.pipeline.name, manifest.pipeline.spec)
+    row = conn.execute(
+        select(runs.c.pk, runs.c.manifest).where(runs.c.run_id == manifest.run_id).with_for_update()
+    ).first()
+    values = {
+        "pipeline_id": pipeline_id,
+        "label": manifest.label,
+        "rerun_of": manifest.rerun_of,
+        "manifest": manifest.raw,
+    }
+    if row is None:
+        run_pk = conn.execute(
+            insert(runs)
+            .values(run_id=manifest.run_id, status="ingesting", **values)
+            .returning(runs.c.pk)
+        ).scalar_one()
+    else:
+        run_pk = row.pk
+        if row.manifest["pipeline"] != manifest.raw["pipeline"]:
+            raise ConflictError(
+                f"run {manifest.run_id!r} was ingested with another definition of pipeline "
+                f"{manifest.pipeline.name!r}; delete the run first or give this one a new id"
+            )
+        conn.execute(update(runs).where(runs.c.pk == run_pk).values(**values))
+    stored = {
+        (r.role, r.name): r
+        for r in conn.execute(
+            select(
+                datasets.c.id,
+                datasets.c.role,
+                datasets.c.name,
+                datasets.c.uri,
+                datasets.c.fingerprint,
+                datasets.c.status,
+            ).where(datasets.c.run_pk == run_pk)
+        )
+    }
+    out = []
+    for d in manifest.datasets:
+        old = stored.get((d.role, d.name))
+        if old is None:
+            dataset_id = conn.execute(
+                insert(datasets)
+                .values(run_pk=run_pk, name=d.name, role=d.role, uri=d.uri, status="pending")
+                .returning(datasets.c.id)
+            ).scalar_one()
+            out.append((d, dataset_id, None))
+        else:
+            conn.execute(update(datasets).where(datasets.c.id == old.id).values(uri=d.uri))
+            previous = old.fingerprint if old.status == "ingested" else None
+            out.append((d, old.id, previous))
+    return Registered(run_pk, row is None, out)
+
+
+def _upsert_pipeline(conn: Connection, name: str, spec: dict[str, Any]) -> int:
+    """The registry keeps each pipeline's latest definition; runs keep their own copy."""
+    row = conn.execute(
+        select(pipelines.c.id, pipelines.c.spec).where(pipelines.c.name == name)
+    ).first()
+    if row is None:
+        return conn.execute(
+            insert(pipelines).values(name=name, spec=spec).returning(pipelines.c.id)
+        ).scalar_one()
+    if row.spec != spec:
+        conn.execute(
+            update(pipelines)
+            .where(pipelines.c.id == row.id)
+            .values(spec=spec, updated_at=func.now())
+        )
+    return row.id
+
+
+def pipeline_lookup(engine: Engine) -> Callable[[str], dict[str, Any]]:
+    """For manifests that name a registered pipeline instead of spelling it out."""
+
+    def lookup(name: str) -> dict[str, Any]:
+        with engine.connect() as conn:
+            spec = conn.execute(select(pipelines.c.spec).where(pipelines.c.name == name)).scalar()
+        if spec is None:
+            raise KeyError(name)
+        return spec
+
+    return lookup
+
+
+def delete_run(engine: Engine, run_id: str) -> None:
+    """Drop the run's partitions and rows: constant time whatever its size."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(runs.c.pk).where(runs.c.run_id == run_id).with_for_update()
+        ).first()
+        if row is None:
+            raise NotFoundError(f"run {run_id!r} not found")
+        ids = conn.execute(select(datasets.c.id).where(datasets.c.run_pk == row.pk)).scalars().all()
+        drop_dataset_partitions(conn, ids)
+        drop_run_partitions(conn, row.pk)
+        conn.execute(delete(runs).where(runs.c.pk == row.pk))

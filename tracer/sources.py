@@ -1,0 +1,82 @@
+"""Opening a dataset path the way Spark and Glue leave it, and fingerprinting its content.
+
+A path is a Parquet file, a Spark-style directory (`part-*.parquet`,
+`_SUCCESS`, `key=value/` partition folders), a glob, or a URI pyarrow's
+filesystems understand (`s3://...`). Hive partition columns are columns.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+_GLOB_CHARS = frozenset("*?[")
+_HIVE = ds.HivePartitioning.discover(infer_dictionary=False)
+
+
+def resolve_path(path: str, base_dir: Path) -> str:
+    """Make a manifest path absolute against the manifest's folder; URIs pass as they are."""
+    if "://" in path:
+        return path
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (base_dir / p))
+
+
+def open_dataset(uri: str) -> ds.Dataset:
+    """Discover the Parquet files behind `uri`; raises FileNotFoundError or pa.ArrowInvalid."""
+    if "://" in uri:
+        filesystem, root = pafs.FileSystem.from_uri(uri)
+        return ds.dataset(root, filesystem=filesystem, format="parquet", partitioning=_HIVE)
+    if any(ch in uri for ch in _GLOB_CHARS):
+        files = sorted(f for f in glob.glob(uri, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise FileNotFoundError(f"no file matches {uri}")
+        base = _glob_base(uri)
+        return ds.dataset(files, format="parquet", partitioning=_HIVE, partition_base_dir=base)
+    if not os.path.exists(uri):
+        raise FileNotFoundError(f"no such file or directory: {uri}")
+    dataset = ds.dataset(uri, format="parquet", partitioning=_HIVE)
+    if not dataset.files:
+        raise FileNotFoundError(f"no Parquet file under {uri}")
+    return dataset
+
+
+def _glob_base(pattern: str) -> str:
+    parts = Path(pattern).parts
+    fixed = _takewhile_plain(parts)
+    return str(Path(*fixed)) if fixed else "."
+
+
+def _takewhile_plain(parts: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    for part in parts:
+        if any(ch in part for ch in _GLOB_CHARS):
+            break
+        out.append(part)
+    return out
+
+
+def fingerprint(dataset: ds.Dataset) -> str:
+    """sha256 over every file's relative name and bytes: same content, same fingerprint."""
+    digest = hashlib.sha256()
+    filesystem = dataset.filesystem
+    files = sorted(dataset.files)
+    common = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+    for name in files:
+        digest.update(os.path.relpath(name, common).encode())
+        digest.update(b"\0")
+        with filesystem.open_input_stream(name) as stream:
+            while chunk := stream.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def schema_columns(schema: pa.Schema) -> list[dict[str, str]]:
+    """The schema as stored with a dataset: for schema drift and for users to read."""
+    return [{"name": f.name, "type": str(f.type)} for f in schema]

@@ -25,7 +25,8 @@ from tracer.config import Config
 from tracer.errors import TracerError
 from tracer.manifest import Manifest, load_manifest
 
-console = Console()
+# Reconciliation tables are wide: give pipes and CI logs room instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True)
 
 

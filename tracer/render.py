@@ -10,23 +10,24 @@ from rich.text import Text
 
 from tracer.outcomes import RUN_BREAKERS
 
-# Columns of the per-stage reconciliation, in the order lineage-semantics.md lists them.
+# Columns of the per-stage reconciliation, in the order lineage-semantics.md lists them:
+# (header, outcome label or None for a computed column).
 _STAGE_COLUMNS = (
-    ("entered/in", None),
-    ("continued", None),
+    ("in", None),
+    ("out", None),
     ("dropped", "dropped"),
-    ("dropped (ops only)", "dropped_unreported"),
-    ("partially dropped", "partially_dropped"),
+    ("ops-only", "dropped_unreported"),
+    ("partial", "partially_dropped"),
     ("orphaned", "orphaned"),
-    ("multiplied (+rows)", "multiplied"),
+    ("multiplied", "multiplied"),
     ("expanded", "expanded"),
     ("collapsed", "collapsed"),
     ("appeared", "appeared"),
     ("conflict", "conflict"),
-    ("phantom drop", "phantom_drop"),
-    ("grain viol.", None),
-    ("null key rows", None),
-    ("duplicate rows", None),
+    ("phantom", "phantom_drop"),
+    ("grain viol", None),
+    ("null key", None),
+    ("dup rows", None),
 )
 _BAD = {o.label for o in RUN_BREAKERS}
 
@@ -41,34 +42,41 @@ def _cell(value: int, bad: bool = False) -> Text:
     return Text(f"{value:,}", style="bold red" if bad else "")
 
 
+def _stage_cells(s: dict[str, Any]) -> list[Text]:
+    o, rows, flags = s["outcomes"], s["rows"], s["flags"]
+    cells = [Text(f"{s['totals']['keys_in'] or o['entered']:,}"), _cell(s["totals"]["keys_out"])]
+    for _, label in _STAGE_COLUMNS[2:12]:
+        assert label is not None
+        cell = _cell(o[label], label in _BAD)
+        if label == "multiplied" and o[label]:
+            cell.append(f" +{rows['multiplied']['out'] - rows['multiplied']['in']:,}r")
+        cells.append(cell)
+    cells.append(_cell(flags["grain_violation"], True))
+    cells.append(_cell(flags["null_key"]["total"], True))
+    cells.append(_cell(flags["duplicate_rows"], True))
+    return cells
+
+
 def report(data: dict[str, Any]) -> Group:
+    """Keys per stage and outcome; columns that are zero at every stage are left out."""
     run, totals = data["run"], data["totals"]
     title = f"run {run['run_id']} · pipeline {run['pipeline']}" + (
         f" · {run['label']}" if run.get("label") else ""
     )
-    stages = Table(title=title, title_justify="left", show_lines=False)
-    stages.add_column("stage")
-    for name, _ in _STAGE_COLUMNS:
-        stages.add_column(name, justify="right")
-    for s in data["stages"]:
-        o, rows, flags = s["outcomes"], s["rows"], s["flags"]
-        keys_in = s["totals"]["keys_in"] or o["entered"]
-        continued = s["totals"]["keys_out"]
-        extra = rows["multiplied"]["out"] - rows["multiplied"]["in"]
-        cells = [Text(f"{keys_in:,}"), _cell(continued)]
-        for _, label in _STAGE_COLUMNS[2:12]:
-            assert label is not None
-            cell = _cell(o[label], label in _BAD)
-            if label == "multiplied" and o[label]:
-                cell.append(f" (+{extra:,})")
-            cells.append(cell)
-        cells.append(_cell(flags["grain_violation"], True))
-        cells.append(_cell(flags["null_key"]["total"], True))
-        cells.append(_cell(flags["duplicate_rows"], True))
-        stages.add_row(s["stage"], *cells)
+    rows = [(s["stage"], _stage_cells(s)) for s in data["stages"]]
+    keep = [
+        i for i in range(len(_STAGE_COLUMNS)) if i < 2 or any(r[1][i].plain != "·" for r in rows)
+    ]
+    stages = Table(title=title + " · distinct keys per stage", title_justify="left")
+    stages.add_column("stage", no_wrap=True)
+    for i in keep:
+        stages.add_column(_STAGE_COLUMNS[i][0], justify="right")
+    for name, cells in rows:
+        stages.add_row(name, *(cells[i] for i in keep))
     parts: list[Any] = [stages]
     drift = [
-        f"  {s['stage']}: lost {c['role']} column {c['column']!r} (present in {c['parent']})"
+        f"  {s['stage']}: lost {'' if c['role'] == 'column' else c['role'] + ' '}column "
+        f"{c['column']!r} (present in {c['parent']})"
         for s in data["stages"]
         for c in s["flags"]["dropped_columns"]
     ]
@@ -84,42 +92,31 @@ def report(data: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
+_TOTALS = (
+    ("entered", "entered (first stage)"),
+    ("targeted", "targeted (in a final output)"),
+    ("dropped", "dropped, reported"),
+    ("dropped_unreported", "dropped, operational only"),
+    ("orphaned", "orphaned (no reason anywhere)"),
+    ("never_entered", "never entered (phantom drops only)"),
+    ("residual", "residual"),
+    ("traced", "traced (in any traceability)"),
+    ("traced_reported", "traced in reported sources"),
+    ("gap", "gap = entered - targeted - traced"),
+    ("reporting_gap", "reporting gap (reported sources)"),
+)
+
+
 def _totals(t: dict[str, Any]) -> Table:
-    table = Table(title="run totals (distinct keys)", title_justify="left")
-    for name in (
-        "entered",
-        "targeted",
-        "dropped",
-        "dropped_unreported",
-        "orphaned",
-        "never_entered",
-        "residual",
-        "traced",
-        "traced_reported",
-        "gap",
-        "reporting_gap",
-    ):
-        table.add_column(name.replace("_", " "), justify="right")
-    table.add_column("reconciles")
-    table.add_row(
-        *(
-            f"{t[n]:,}"
-            for n in (
-                "entered",
-                "targeted",
-                "dropped",
-                "dropped_unreported",
-                "orphaned",
-                "never_entered",
-                "residual",
-                "traced",
-                "traced_reported",
-                "gap",
-                "reporting_gap",
-            )
-        ),
-        Text("yes", style="green") if t["reconciles"] else Text("NO", style="bold red"),
-    )
+    table = Table(title="run totals (distinct keys)", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("keys", justify="right")
+    for name, label in _TOTALS:
+        value = t[name]
+        bad = name in ("orphaned", "dropped_unreported", "gap", "reporting_gap", "residual")
+        table.add_row(label, _cell(value, bad) if value else Text("0"))
+    verdict = Text("yes", style="green") if t["reconciles"] else Text("NO", style="bold red")
+    table.add_row("reconciles", verdict)
     return table
 
 
@@ -139,7 +136,7 @@ def _gap_table(title: str, totals: dict[str, Any], cells: list[dict[str, Any]]) 
             "yes" if c["traced"] else "no",
             f"{c['keys']:,}",
             f"{c['contribution']:+,}",
-            ", ".join(key_text(k) for k in c["sample"][:5]),
+            ", ".join(key_text(k) for k in c["sample"][:3]),
         )
     return table
 

@@ -1,0 +1,175 @@
+"""Stage-level flags and keys (lineage-semantics.md: "Keys" and "Stage-level flags")."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from tests.pipelines import RunBuilder
+
+
+def stage(report: dict, name: str) -> dict:
+    return next(s for s in report["stages"] if s["stage"] == name)
+
+
+def test_null_key_rows_are_counted_per_stage_never_dropped(build: RunBuilder) -> None:
+    # "A row whose lineage key is null — any component null, or a string component empty
+    # after trimming — is a null_key row ... output and traceability, separately and as a total."
+    schema = pa.schema([("client_id", pa.string()), ("v", pa.int64())])
+    a = [{"client_id": "A", "v": 1}, {"client_id": "B", "v": 2}, {"client_id": None, "v": 3}]
+    b = [{"client_id": " A ", "v": 1}, {"client_id": "  ", "v": 4}, {"client_id": "", "v": 5}]
+    trace_rows = [{"client_id": "B", "reason": "r"}, {"client_id": None, "reason": "r"}]
+    trace_schema = pa.schema([("client_id", pa.string()), ("reason", pa.string())])
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": a, "b": b},
+        trace={"t": ({"reported": True, "stage": "b", "reason_column": "reason"}, trace_rows)},
+        schemas={"a": schema, "b": schema, "t": trace_schema},
+    )
+    report = build.report(run)
+    assert stage(report, "a")["flags"]["null_key"] == {"output": 1, "traceability": 0, "total": 1}
+    assert stage(report, "b")["flags"]["null_key"] == {"output": 2, "traceability": 1, "total": 3}
+    # Trimming: " A " is the key "A", so A passed.
+    assert build.outcome(run, "b", "A") == "passed"
+    assert report["totals"]["null_key_rows"] == 4
+    assert report["totals"]["reconciles"] is False
+
+
+def test_duplicate_rows_count_rows_identical_in_every_column(build: RunBuilder) -> None:
+    # duplicate_rows: rows minus distinct rows of one dataset, every column compared.
+    a = [{"client_id": i, "offer": "x"} for i in (1, 2, 3)]
+    b = [
+        {"client_id": 1, "offer": "x"},
+        {"client_id": 1, "offer": "x"},
+        {"client_id": 1, "offer": "x"},
+        {"client_id": 2, "offer": "x"},
+        {"client_id": 2, "offer": "y"},  # same key, different row: not a duplicate
+        {"client_id": 3, "offer": "x"},
+    ]
+    run = build.run(stages=[{"name": "a"}, {"name": "b"}], outputs={"a": a, "b": b})
+    assert stage(build.report(run), "b")["flags"]["duplicate_rows"] == 2
+
+
+def test_grain_violation_counts_keys_with_rows_sharing_grain_values(build: RunBuilder) -> None:
+    # grain_violation: distinct keys with more than one row sharing the same grain values.
+    a = [{"client_id": i, "offer": "x", "n": 0} for i in (1, 2, 3)]
+    b = [
+        {"client_id": 1, "offer": "x", "n": 1},
+        {"client_id": 1, "offer": "x", "n": 2},  # same grain (client_id, offer): violation
+        {"client_id": 2, "offer": "x", "n": 1},
+        {"client_id": 2, "offer": "y", "n": 1},  # distinct grain: fine
+        {"client_id": 3, "offer": "x", "n": 1},
+    ]
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b", "grain": ["client_id", "offer"]}],
+        outputs={"a": a, "b": b},
+    )
+    report = build.report(run)
+    assert stage(report, "b")["flags"]["grain_violation"] == 1
+    assert stage(report, "b")["flags"]["duplicate_rows"] == 0
+    assert {"stage": "b", "anomaly": "grain_violation"} in build.journey(run, 1)["anomalies"]
+    assert {"stage": "b", "anomaly": "grain_violation"} not in build.journey(run, 2)["anomalies"]
+
+
+def test_dropped_identifier_column_shows_as_drift_duplicates_and_grain_violation(
+    build: RunBuilder,
+) -> None:
+    # The fourth root cause: a transformation drops identifier columns, distinct rows look
+    # identical. "a grain column missing from S's output is left out of that comparison and
+    # reported in schema drift", key and grain columns called out first.
+    a = [{"client_id": 1, "offer": o, "score": 5, "note": "n"} for o in ("x", "y")]
+    b = [{"client_id": 1, "score": 5}, {"client_id": 1, "score": 5}]
+    run = build.run(
+        stages=[
+            {"name": "a", "grain": ["client_id", "offer"]},
+            {"name": "b", "grain": ["client_id", "offer"]},
+        ],
+        outputs={"a": a, "b": b},
+    )
+    flags = stage(build.report(run), "b")["flags"]
+    assert flags["dropped_columns"] == [
+        {"column": "offer", "parent": "a", "role": "grain"},
+        {"column": "note", "parent": "a", "role": "column"},
+    ]
+    assert flags["duplicate_rows"] == 1
+    assert flags["grain_violation"] == 1
+    assert build.outcome(run, "b", 1) == "passed"  # 2 rows in, 2 rows out
+
+
+def test_composite_keys_with_a_mapped_traceability_column(build: RunBuilder) -> None:
+    # "it may be composite, e.g. (country, client_no) ... the column names may differ per
+    # dataset: a mapping is allowed."
+    a = [{"branch": b, "client_no": n} for b in ("LIS", "OPO") for n in (1, 2)]
+    b = [r for r in a if r != {"branch": "OPO", "client_no": 1}]
+    trace = [{"br": "OPO", "cno": 1, "why": "excluded"}]
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": a, "b": b},
+        trace={
+            "t": (
+                {
+                    "reported": True,
+                    "stage": "b",
+                    "reason_column": "why",
+                    "columns": {"branch": "br", "client_no": "cno"},
+                },
+                trace,
+            )
+        },
+        key=["branch", "client_no"],
+    )
+    journey = build.journey(run, "OPO", 1)
+    assert journey["key"] == {"branch": "OPO", "client_no": 1}
+    assert journey["final_outcome"] == "dropped"
+    assert build.outcome(run, "b", "LIS", 1) == "passed"
+    # (LIS, 1) and (OPO, 1) share client_no but are different keys.
+    assert build.report(run)["totals"]["entered"] == 4
+
+
+def test_integer_and_string_keys_are_one_key_only_when_declared_string(build: RunBuilder) -> None:
+    # "an integer 42 and the string "42" are the same key only if the pipeline says the key
+    # is a string"
+    a = [{"client_id": 42}]
+    b = [{"client_id": "42"}]
+    schemas = {"b": pa.schema([("client_id", pa.string())])}
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": a, "b": b},
+        key_types={"client_id": "string"},
+        schemas=schemas,
+    )
+    assert build.outcome(run, "b", "42") == "passed"
+
+
+def test_key_in_a_hive_partition_folder_of_a_spark_directory(build: RunBuilder) -> None:
+    # "A key column may live only in a hive partition folder (branch=LIS/): it is still a column."
+    a = [{"branch": b, "client_no": n, "v": 1} for b in ("LIS", "OPO") for n in (1, 2, 3)]
+    b = [r for r in a if (r["branch"], r["client_no"]) != ("LIS", 3)]
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": a, "b": b},
+        key=["branch", "client_no"],
+        spark={"a": ["branch"], "b": ["branch"]},
+    )
+    report = build.report(run)
+    assert stage(report, "a")["outcomes"]["entered"] == 6
+    assert build.outcome(run, "b", "LIS", 3) == "orphaned"
+    assert build.outcome(run, "b", "OPO", 3) == "passed"
+
+
+def test_stage_column_in_a_hive_partition_of_the_traceability_source(build: RunBuilder) -> None:
+    a = [{"client_id": i} for i in range(1, 5)]
+    trace = [
+        {"client_id": 2, "stage": "b", "reason": "x"},
+        {"client_id": 3, "stage": "c", "reason": "y"},
+    ]
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        outputs={"a": a, "b": [r for r in a if r["client_id"] != 2], "c": a[:1] + a[3:]},
+        trace={
+            "t": ({"reported": True, "stage_column": "stage", "reason_column": "reason"}, trace)
+        },
+        spark={"t": ["stage"], "a": []},
+    )
+    assert build.outcome(run, "b", 2) == "dropped"
+    assert build.outcome(run, "c", 3) == "dropped"
+    assert build.journey(run, 3)["stages"][-1]["reasons"][0]["reason"] == "y"

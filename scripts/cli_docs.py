@@ -32,7 +32,14 @@ def render() -> str:
     parts = ["# tracer CLI reference", "", "Generated from `--help` by `scripts/cli_docs.py`.", ""]
     for path in _commands(main, []):
         result = runner.invoke(main, [*path, "--help"], prog_name="tracer", terminal_width=100)
-        parts += [f"## tracer {' '.join(path)}".rstrip(), "", "```", result.output.rstrip(), "```", ""]
+        parts += [
+            f"## tracer {' '.join(path)}".rstrip(),
+            "",
+            "```",
+            result.output.rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(parts)
 
 

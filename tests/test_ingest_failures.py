@@ -140,11 +140,12 @@ def test_unchanged_files_are_not_loaded_twice_and_a_changed_one_is_replaced(
     with engine.connect() as conn:
         keys = conn.execute(
             text(
-                "SELECT count(*) FROM dataset_keys k JOIN datasets d ON d.id = k.dataset_id "
-                "JOIN runs r ON r.pk = d.run_pk WHERE r.run_id = 'reingest' AND d.name = 'b'"
+                "SELECT sum(c.keys), max(d.key_count) FROM dataset_chunks c "
+                "JOIN datasets d ON d.id = c.dataset_id JOIN runs r ON r.pk = d.run_pk "
+                "WHERE r.run_id = 'reingest' AND d.name = 'b'"
             )
-        ).scalar()
-    assert keys == 8  # replaced, not appended
+        ).one()
+    assert tuple(keys) == (8, 8)  # replaced, not appended
 
 
 def test_a_run_id_reused_with_another_pipeline_definition_is_refused(

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from tests.pipelines import RunBuilder
-from tracer.outcomes import Final, Outcome
+from tracer.outcomes import Final, parse_stage_cells
 
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI"):
@@ -196,16 +196,16 @@ def test_outcomes_and_totals_obey_the_contract(
     with engine.connect() as conn:
         stored = conn.execute(
             text(
-                "SELECT k.key, k.outcomes, k.final FROM key_outcomes k "
+                "SELECT k.key, k.stages, k.final FROM key_outcomes k "
                 "JOIN runs r ON r.pk = k.run_pk WHERE r.run_id = :run"
             ),
             {"run": run},
         ).all()
     got = {
-        (names[index], int(key)): Outcome(code).label
-        for key, outcomes, _ in stored
-        for index, code in enumerate(outcomes)
-        if code
+        (names[index], int(key)): cell.outcome.label
+        for key, cells, _ in stored
+        for index, cell in enumerate(parse_stage_cells(cells))
+        if cell is not None
     }
     assert got == expected
     assert {int(k): Final(f).label for k, _, f in stored} == finals

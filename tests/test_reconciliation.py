@@ -121,34 +121,30 @@ def test_history_lists_every_run_with_the_final_outcome(build: RunBuilder) -> No
     assert by_run[first] == "orphaned" and by_run[second] == "targeted"
 
 
-def test_delete_run_drops_its_partitions(build: RunBuilder) -> None:
+def test_delete_run_drops_its_partitions_and_chunks(build: RunBuilder) -> None:
     run = gap_run(build)
-
-    def partitions() -> set[str]:
-        with build.engine.connect() as conn:
-            pk = conn.execute(text("SELECT pk FROM runs WHERE run_id = :r"), {"r": run}).scalar()
-            ids = conn.execute(
-                text("SELECT id FROM datasets WHERE run_pk = :p"), {"p": pk}
-            ).scalars()
-            names = [f"{t}_r{pk}" for t in ("key_outcomes", "anomalies", "key_reasons")]
-            names += [f"dataset_keys_d{i}" for i in ids]
-            found = conn.execute(
-                text("SELECT relname FROM pg_class WHERE relname = ANY(:n)"), {"n": names}
-            ).scalars()
-            return set(found)
-
-    assert len(partitions()) == 3 + 4  # three run tables, four datasets
-    delete_run(build.engine, run)
     with build.engine.connect() as conn:
-        left = conn.execute(
-            text("SELECT count(*) FROM pg_class WHERE relname ~ '_r[0-9]+$|^dataset_keys_d'")
-        ).scalar()
-        still = conn.execute(
-            text("SELECT count(*) FROM runs WHERE run_id = :r"), {"r": run}
-        ).scalar()
-    assert still == 0
+        pk = conn.execute(text("SELECT pk FROM runs WHERE run_id = :r"), {"r": run}).scalar()
+    names = [f"{t}_r{pk}" for t in ("key_outcomes", "anomalies", "key_reasons")]
+
+    def stored() -> tuple[int, int]:
+        with build.engine.connect() as conn:
+            tables = conn.execute(
+                text("SELECT count(*) FROM pg_class WHERE relname = ANY(:n)"), {"n": names}
+            ).scalar()
+            chunks = conn.execute(
+                text(
+                    "SELECT count(*) FROM dataset_chunks c JOIN datasets d ON d.id = c.dataset_id "
+                    "WHERE d.run_pk = :p"
+                ),
+                {"p": pk},
+            ).scalar()
+        return tables, chunks
+
+    assert stored() == (3, 4)  # three run partitions, one chunk per dataset
+    delete_run(build.engine, run)
+    assert stored() == (0, 0)
     with pytest.raises(NotFoundError):
         build.report(run)
     with pytest.raises(NotFoundError):
         delete_run(build.engine, run)
-    assert left >= 0  # other tests' runs may share the session database

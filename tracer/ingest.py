@@ -1,39 +1,49 @@
-"""Ingestion of one dataset: read its Parquet, keep rows per key, COPY them into its partition.
+"""Ingestion of one dataset: read its Parquet once, keep rows per key, store them compactly.
 
-DuckDB scans the pyarrow dataset (projection pushed down, streamed in record
-batches) and groups by key in one pass, so Postgres receives one row per key
-(per stage and reason for traceability) instead of every raw row. The same pass
-counts null-key rows and, from a hash of every column, the rows identical to
-another (`duplicate_rows` of lineage-semantics.md). The COPY and the dataset's
-bookkeeping run in the caller's transaction: a failure leaves nothing behind.
+DuckDB scans the pyarrow dataset (projection pushed down, streamed) and groups
+by key in one pass, so what is kept is one row per key (per stage and reason
+for traceability), not every raw row. The same pass counts null-key rows and,
+from a hash of every column, the rows identical to another (`duplicate_rows`
+of lineage-semantics.md). The per-key rows are stored in Postgres as
+zstd-compressed Parquet chunks (`dataset_chunks`): Postgres stays the one
+shared store, so the datasets of a run can be ingested by workers on different
+machines, and the classifier reads them back at Parquet speed. Everything is
+written in the caller's transaction: a failure leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-from sqlalchemy import Connection, func, update
+import pyarrow.parquet as pq
+from sqlalchemy import Connection, delete, func, insert, update
 
 from tracer import keys as keymod
 from tracer.errors import IngestError
 from tracer.manifest import Dataset, Pipeline
-from tracer.partitions import replace_dataset_partition
 from tracer.sources import fingerprint, schema_columns
-from tracer.tables import datasets
+from tracer.tables import dataset_chunks, datasets
 
 KIND_OUTPUT, KIND_REPORTED, KIND_OPERATIONAL = 0, 1, 2
-COPY_COLUMNS = ("dataset_id", "kind", "stage", "key", "rows", "grains", "reason")
-_BATCH_ROWS = 256 * 1024
-# Quote every string but leave NULL bare: Postgres CSV reads "" as '' and a bare field as NULL.
-_CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("dataset_id", pa.int32()),
+        ("kind", pa.int8()),
+        ("stage", pa.int16()),
+        ("key", pa.string()),
+        ("rows", pa.int32()),
+        ("grains", pa.int32()),  # distinct grain values among the key's rows
+        ("reason", pa.string()),
+    ]
+)
+_CHUNK_ROWS = 1 << 20
 
 Progress = Callable[[str, int], None]
 """Called with (dataset name, rows read) once a dataset is loaded."""
@@ -64,22 +74,22 @@ def ingest_dataset(
     if digest == previous_fingerprint:
         return IngestResult(dataset.name, skipped=True, rows=0, keys=0)
     reader = _Reader(dataset, pipeline, source)
-    partition = replace_dataset_partition(conn, dataset_id)
-    keys_loaded = 0
-    with _cursor(conn).copy(
-        f"COPY {partition} ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT csv)"
-    ) as copy:
-        for batch in reader.batches(dataset_id):
-            buffer = io.BytesIO()
-            pacsv.write_csv(batch, buffer, _CSV_OPTIONS)
-            copy.write(buffer.getvalue())
-            keys_loaded += batch.num_rows
+    conn.execute(delete(dataset_chunks).where(dataset_chunks.c.dataset_id == dataset_id))
+    keys = 0
+    for seq, table in enumerate(reader.chunks(dataset_id)):
+        conn.execute(
+            insert(dataset_chunks).values(
+                dataset_id=dataset_id, seq=seq, keys=table.num_rows, data=_parquet_bytes(table)
+            )
+        )
+        keys += table.num_rows
     conn.execute(
         update(datasets)
         .where(datasets.c.id == dataset_id)
         .values(
             fingerprint=digest,
             row_count=reader.rows_read,
+            key_count=keys,
             null_key_rows=reader.null_key_rows,
             duplicate_rows=reader.duplicate_rows,
             columns=schema_columns(source.schema),
@@ -90,15 +100,22 @@ def ingest_dataset(
     )
     if progress:
         progress(dataset.name, reader.rows_read)
-    return IngestResult(dataset.name, skipped=False, rows=reader.rows_read, keys=keys_loaded)
+    return IngestResult(dataset.name, skipped=False, rows=reader.rows_read, keys=keys)
 
 
-def _cursor(conn: Connection) -> Any:
-    return conn.connection.driver_connection.cursor()
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", compression_level=1)
+    return buffer.getvalue()
+
+
+def duckdb_connection(memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
+    """DuckDB bounded in memory (it spills to disk beyond), using every core."""
+    return duckdb.connect(config={"threads": os.cpu_count() or 1, "memory_limit": memory_limit})
 
 
 class _Reader:
-    """Runs the grouped DuckDB pass and hands Postgres-ready batches to the COPY."""
+    """Runs the grouped DuckDB pass and hands chunks of per-key rows to the caller."""
 
     def __init__(self, dataset: Dataset, pipeline: Pipeline, source: Any) -> None:
         self.dataset = dataset
@@ -111,15 +128,22 @@ class _Reader:
     def fail(self, message: str, column: str | None = None) -> IngestError:
         return IngestError(self.dataset.name, self.dataset.uri, message, column)
 
-    def batches(self, dataset_id: int) -> Any:
-        con = duckdb.connect(config={"threads": os.cpu_count() or 1})
+    def chunks(self, dataset_id: int) -> Iterator[pa.Table]:
+        con = duckdb_connection()
         try:
             con.register("src", self.source)
             self._check_key_casts(con)
             try:
-                reader = con.sql(self._query()).to_arrow_reader(_BATCH_ROWS)
+                reader = con.sql(self._query()).to_arrow_reader(_CHUNK_ROWS)
+                # DuckDB hands out batches per thread, often small: regroup into full chunks.
+                pending: list[pa.Table] = []
                 for batch in reader:
-                    yield self._to_copy(batch, dataset_id)
+                    pending.append(self._chunk(batch, dataset_id))
+                    if sum(t.num_rows for t in pending) >= _CHUNK_ROWS:
+                        yield pa.concat_tables(pending)
+                        pending = []
+                if pending:
+                    yield pa.concat_tables(pending)
             except duckdb.Error as exc:
                 raise self.fail(f"cannot read: {exc}") from None
         finally:
@@ -143,6 +167,11 @@ class _Reader:
                 )
 
     def _query(self) -> str:
+        """Rows, distinct grains and distinct whole rows per key, by nested grouping.
+
+        Grouping by (key, grain hash, row hash) first and rolling up is markedly
+        faster in DuckDB than count(DISTINCT ...) per key.
+        """
         d = self.dataset
         key = keymod.duckdb_key(d.key_columns, self.pipeline.key_types)
         every = ", ".join(keymod.quote_ident(c) for c in d.schema.names)
@@ -152,83 +181,88 @@ class _Reader:
             grain = [mapping.get(c, c) for c in d.stage.grain]
             present = [keymod.quote_ident(c) for c in grain if c in d.schema.names]
             grain_hash = f"hash({', '.join(present)})" if present else "0"
-            return (
-                f"SELECT NULL AS stage, k AS key, NULL AS reason, count(*) AS rows, "
-                f"count(DISTINCT g) AS grains, count(DISTINCT h) AS distinct_rows "
-                f"FROM (SELECT {key} AS k, {grain_hash} AS g, hash({every}) AS h FROM src) "
-                f"GROUP BY k"
+            stage, reason = "NULL", "NULL"
+        else:
+            source = d.source
+            assert source is not None
+            grain_hash = "0"
+            stage = (
+                f"trim(CAST({keymod.quote_ident(source.stage_column)} AS VARCHAR))"
+                if source.stage_column
+                else "NULL"
             )
-        source = d.source
-        assert source is not None
-        stage = (
-            f"trim(CAST({keymod.quote_ident(source.stage_column)} AS VARCHAR))"
-            if source.stage_column
-            else "NULL"
-        )
-        reason = (
-            f"CAST({keymod.quote_ident(source.reason_column)} AS VARCHAR)"
-            if source.reason_column
-            else "NULL"
-        )
-        return (
-            f"SELECT s AS stage, k AS key, r AS reason, count(*) AS rows, "
-            f"count(*) AS grains, count(DISTINCT h) AS distinct_rows "
-            f"FROM (SELECT {stage} AS s, {key} AS k, {reason} AS r, hash({every}) AS h FROM src) "
-            f"GROUP BY s, k, r"
-        )
+            reason = (
+                f"CAST({keymod.quote_ident(source.reason_column)} AS VARCHAR)"
+                if source.reason_column
+                else "NULL"
+            )
+        return f"""
+SELECT s AS stage, k AS key, r AS reason, sum(n)::BIGINT AS rows,
+       count(*) AS grains, sum(distinct_rows)::BIGINT AS distinct_rows
+FROM (
+    SELECT s, k, r, g, sum(n) AS n, count(*) AS distinct_rows
+    FROM (
+        SELECT s, k, r, g, h, count(*) AS n
+        FROM (SELECT {stage} AS s, {key} AS k, {reason} AS r, {grain_hash} AS g,
+                     hash({every}) AS h FROM src)
+        GROUP BY ALL
+    )
+    GROUP BY s, k, r, g
+)
+GROUP BY s, k, r
+"""
 
-    def _to_copy(self, batch: pa.RecordBatch, dataset_id: int) -> pa.RecordBatch:
+    def _chunk(self, batch: pa.RecordBatch, dataset_id: int) -> pa.Table:
         rows = batch.column("rows")
-        self.rows_read += pc.sum(rows).as_py() or 0
-        self.duplicate_rows += (pc.sum(rows).as_py() or 0) - (
-            pc.sum(batch.column("distinct_rows")).as_py() or 0
-        )
+        total = pc.sum(rows).as_py() or 0
+        self.rows_read += total
+        self.duplicate_rows += total - (pc.sum(batch.column("distinct_rows")).as_py() or 0)
         stages = self._stage_indexes(batch.column("stage"))
         null = pc.is_null(batch.column("key"))
         if pc.any(null).as_py():
             self._count_null_keys(stages, rows, null)
-        keep = pc.invert(null)
+        d = self.dataset
         kind = (
             KIND_OUTPUT
-            if self.dataset.role == "output"
+            if d.role == "output"
             else KIND_REPORTED
-            if self.dataset.source and self.dataset.source.reported
+            if d.source and d.source.reported
             else KIND_OPERATIONAL
         )
         n = batch.num_rows
-        table = pa.record_batch(
+        table = pa.table(
             [
-                pa.array([dataset_id] * n, pa.int32()) if n else pa.array([], pa.int32()),
-                pa.array([kind] * n, pa.int16()) if n else pa.array([], pa.int16()),
+                pa.repeat(pa.scalar(dataset_id, pa.int32()), n),
+                pa.repeat(pa.scalar(kind, pa.int8()), n),
                 stages,
                 batch.column("key"),
-                rows,
-                batch.column("grains"),
+                pc.cast(rows, pa.int32()),
+                pc.cast(batch.column("grains"), pa.int32()),
                 batch.column("reason"),
             ],
-            names=list(COPY_COLUMNS),
+            schema=CHUNK_SCHEMA,
         )
-        return table.filter(keep)
+        return table.filter(pc.invert(null))
 
     def _stage_indexes(self, column: pa.Array) -> pa.Array:
         """Map stage names to indexes; a value naming no stage is an error, not a guess."""
         d = self.dataset
         n = len(column)
-        if d.role == "output" or (d.source and d.source.stage):
-            name = d.stage.name if d.stage else d.source.stage  # type: ignore[union-attr]
-            return pa.array([self.pipeline.graph.index[name]] * n, pa.int16())
+        fixed = d.stage.name if d.stage else d.source.stage if d.source else None
+        if fixed is not None:
+            return pa.repeat(pa.scalar(self.pipeline.graph.index[fixed], pa.int16()), n)
         assert d.source is not None and d.source.stage_column is not None
-        index = self.pipeline.graph.index
-        names = list(index)
-        unknown = pc.unique(pc.filter(column, pc.invert(pc.is_in(column, pa.array(names)))))
+        names = pa.array(list(self.pipeline.graph.index))
+        unknown = pc.unique(pc.filter(column, pc.invert(pc.is_in(column, names))))
         if len(unknown):
             value = unknown[0].as_py()
             what = "is empty" if value is None else f"has value {value!r}, which names no stage"
             raise self.fail(
-                f"{what} of pipeline {self.pipeline.name!r} (stages: {', '.join(names)})",
+                f"{what} of pipeline {self.pipeline.name!r} (stages: "
+                f"{', '.join(names.to_pylist())})",
                 d.source.stage_column,
             )
-        return pc.cast(pc.index_in(column, pa.array(names)), pa.int16())
+        return pc.cast(pc.index_in(column, names), pa.int16())
 
     def _count_null_keys(self, stages: pa.Array, rows: pa.Array, null: pa.Array) -> None:
         names = self.pipeline.graph.order

@@ -7,6 +7,7 @@ CLI can never disagree about what code 7 means.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class Outcome(IntEnum):
@@ -85,3 +86,26 @@ JOURNEY_ANOMALIES: frozenset[Outcome] = frozenset(
     }
 )
 """What a journey carries as anomalies met (lineage-semantics.md, A client's journey)."""
+
+
+class StageCell(NamedTuple):
+    """One key at one stage, as stored in `key_outcomes.stages`."""
+
+    outcome: Outcome
+    rows_in: int
+    rows_out: int
+    drop_rep: int
+    drop_ops: int
+    grain_violation: bool
+
+
+def parse_stage_cells(text: str) -> list[StageCell | None]:
+    """Decode `key_outcomes.stages`; None where the key has no outcome at that stage."""
+    cells: list[StageCell | None] = []
+    for part in text.split(";"):
+        if not part:
+            cells.append(None)
+            continue
+        c, i, o, r, p, g = (int(v) for v in part.split(","))
+        cells.append(StageCell(Outcome(c), i, o, r, p, bool(g)))
+    return cells

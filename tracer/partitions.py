@@ -1,57 +1,59 @@
-"""Partitions of the per-key tables: a dataset's or a run's rows live in a table of their own.
+"""Run partitions: load a run's derived rows into plain tables, index them, then attach.
 
-Replacing or dropping one is a DROP TABLE inside the caller's transaction, so
-it is atomic and gives the space back at once (no DELETE, no vacuum debt).
+Loading outside the partitioned parents keeps index maintenance out of the
+bulk load (indexes are built once, after) and keeps the parents' exclusive
+lock to the final swap, so readers of other runs are not held up while a run
+is classified. Replacing or deleting a run is a DROP TABLE: atomic and the
+space comes back at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from sqlalchemy import Connection, text
 
-from tracer.tables import PARTITIONED_BY_RUN, dataset_keys
-
-
-def dataset_partition(dataset_id: int) -> str:
-    return f"{dataset_keys.name}_d{int(dataset_id)}"
+from tracer.tables import PARTITIONED_BY_RUN
 
 
 def run_partition(table: str, run_pk: int) -> str:
     return f"{table}_r{int(run_pk)}"
 
 
-def replace_dataset_partition(conn: Connection, dataset_id: int) -> str:
-    """An empty partition for the dataset's keys, dropping the previous one."""
-    name = dataset_partition(dataset_id)
-    conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
-    conn.execute(
-        text(
-            f"CREATE TABLE {name} PARTITION OF {dataset_keys.name} "
-            f"FOR VALUES IN ({int(dataset_id)})"
-        )
-    )
-    return name
-
-
-def drop_dataset_partitions(conn: Connection, dataset_ids: Iterable[int]) -> None:
-    for dataset_id in dataset_ids:
-        conn.execute(text(f"DROP TABLE IF EXISTS {dataset_partition(dataset_id)}"))
-
-
-def replace_run_partitions(conn: Connection, run_pk: int) -> dict[str, str]:
-    """Fresh, empty, attached partitions of every run-partitioned table."""
-    drop_run_partitions(conn, run_pk)
+def create_loading_tables(conn: Connection, run_pk: int) -> dict[str, str]:
     names = {}
     for table in PARTITIONED_BY_RUN:
-        name = run_partition(table.name, run_pk)
-        conn.execute(
-            text(f"CREATE TABLE {name} PARTITION OF {table.name} FOR VALUES IN ({int(run_pk)})")
-        )
+        name = run_partition(table.name, run_pk) + "_load"
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        conn.execute(text(f"CREATE TABLE {name} (LIKE {table.name} INCLUDING DEFAULTS)"))
         names[table.name] = name
     return names
 
 
+def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
+    """Index the loaded tables, then swap them in for the run's current partitions."""
+    pk = int(run_pk)
+    for table in PARTITIONED_BY_RUN:
+        final = run_partition(table.name, pk)
+        loading = final + "_load"
+        # Built now, once, on the full table; ATTACH adopts them instead of building its own.
+        if table.primary_key.columns:
+            columns = ", ".join(c.name for c in table.primary_key.columns)
+            conn.execute(text(f"ALTER TABLE {loading} ADD PRIMARY KEY ({columns})"))
+        for index in table.indexes:
+            columns = ", ".join(c.name for c in index.columns)
+            conn.execute(text(f"CREATE INDEX ON {loading} ({columns})"))
+        # Proves the partition bound up front, so ATTACH skips its own scan.
+        conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
+    for table in PARTITIONED_BY_RUN:
+        final = run_partition(table.name, pk)
+        conn.execute(text(f"DROP TABLE IF EXISTS {final}"))
+        conn.execute(text(f"ALTER TABLE {final}_load RENAME TO {final}"))
+        conn.execute(
+            text(f"ALTER TABLE {table.name} ATTACH PARTITION {final} FOR VALUES IN ({pk})")
+        )
+
+
 def drop_run_partitions(conn: Connection, run_pk: int) -> None:
     for table in PARTITIONED_BY_RUN:
-        conn.execute(text(f"DROP TABLE IF EXISTS {run_partition(table.name, run_pk)}"))
+        name = run_partition(table.name, run_pk)
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {name}_load"))

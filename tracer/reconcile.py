@@ -6,9 +6,10 @@ is a read of a few rows (lineage-semantics.md, Reconciliation of a run).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select, text
+import duckdb
+from sqlalchemy import Connection, select
 
 from tracer.manifest import Pipeline
 from tracer.outcomes import RUN_BREAKERS, Final
@@ -84,15 +85,16 @@ def _dropped_columns(
 
 
 def run_totals(
-    conn: Connection, run_pk: int, outcomes: str, summaries: list[dict[str, Any]]
+    duck: duckdb.DuckDBPyConnection, summaries: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's totals and the cells that explain both gaps, with sample keys."""
-    cells = conn.execute(
-        text(
-            f"SELECT entered, targeted, traced, traced_reported, final, count(*) AS n "
-            f"FROM {outcomes} GROUP BY 1, 2, 3, 4, 5"
-        )
-    ).all()
+    """The run's totals and the cells that explain both gaps, from the classifier's `cls`."""
+    cells = [
+        Cell(*row)
+        for row in duck.execute(
+            "SELECT entered, targeted, traced, traced_reported, final, count(*) "
+            "FROM cls GROUP BY ALL"
+        ).fetchall()
+    ]
     total = sum(c.n for c in cells)
 
     def count(predicate: Any) -> int:
@@ -128,13 +130,22 @@ def run_totals(
         "reconciles": breakers == 0 and null_rows == 0 and gap == 0 and reporting_gap == 0,
     }
     explained = {
-        "gap_cells": _cells(conn, outcomes, cells, "traced"),
-        "reporting_gap_cells": _cells(conn, outcomes, cells, "traced_reported"),
+        "gap_cells": _cells(duck, cells, "traced"),
+        "reporting_gap_cells": _cells(duck, cells, "traced_reported"),
     }
     return totals, explained
 
 
-def _cells(conn: Connection, outcomes: str, cells: list[Any], traced: str) -> list[dict[str, Any]]:
+class Cell(NamedTuple):
+    entered: bool
+    targeted: bool
+    traced: bool
+    traced_reported: bool
+    final: int
+    n: int
+
+
+def _cells(duck: duckdb.DuckDBPyConnection, cells: list[Cell], traced: str) -> list[dict[str, Any]]:
     """Keys split by (entered, targeted, traced); only cells that move the gap are listed."""
     by_cell: dict[tuple[bool, bool, bool], int] = {}
     for c in cells:
@@ -145,13 +156,14 @@ def _cells(conn: Connection, outcomes: str, cells: list[Any], traced: str) -> li
         per_key = int(e) - int(t) - int(r)
         if per_key == 0 or n == 0:
             continue
-        sample = conn.execute(
-            text(
-                f"SELECT key FROM {outcomes} WHERE entered = :e AND targeted = :t "
-                f"AND {traced} = :r ORDER BY key LIMIT {SAMPLE_KEYS}"
-            ),
-            {"e": e, "t": t, "r": r},
-        ).scalars()
+        sample = [
+            row[0]
+            for row in duck.execute(
+                f"SELECT key FROM cls WHERE entered = ? AND targeted = ? AND {traced} = ? "
+                f"ORDER BY key LIMIT {SAMPLE_KEYS}",
+                [e, t, r],
+            ).fetchall()
+        ]
         out.append(
             {
                 "cell": CELL_NAMES[(e, t, r)],

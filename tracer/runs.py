@@ -16,7 +16,7 @@ from tracer.classify import classify_run
 from tracer.errors import ConflictError, NotFoundError
 from tracer.ingest import Progress, ingest_dataset
 from tracer.manifest import Dataset, Manifest
-from tracer.partitions import drop_dataset_partitions, drop_run_partitions
+from tracer.partitions import drop_run_partitions
 from tracer.tables import datasets, pipelines, runs
 
 
@@ -148,7 +148,5 @@ def delete_run(engine: Engine, run_id: str) -> None:
         ).first()
         if row is None:
             raise NotFoundError(f"run {run_id!r} not found")
-        ids = conn.execute(select(datasets.c.id).where(datasets.c.run_pk == row.pk)).scalars().all()
-        drop_dataset_partitions(conn, ids)
         drop_run_partitions(conn, row.pk)
         conn.execute(delete(runs).where(runs.c.pk == row.pk))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 12:28:28.528542
+Create Date: 2026-11-26 12:46:43.942138
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("run_pk", sa.Integer(), nullable=False),
         sa.Column("outcome", sa.SmallInteger(), nullable=False),
         sa.Column("stage", sa.SmallInteger(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(collation="C"), nullable=False),
         sa.Column("rows_in", sa.Integer(), nullable=False),
         sa.Column("rows_out", sa.Integer(), nullable=False),
         sa.Column("rows_drop", sa.Integer(), nullable=False),
@@ -31,38 +31,22 @@ def upgrade() -> None:
         postgresql_partition_by="LIST (run_pk)",
     )
     op.create_table(
-        "dataset_keys",
-        sa.Column("dataset_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.SmallInteger(), nullable=False),
-        sa.Column("stage", sa.SmallInteger(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
-        sa.Column("rows", sa.Integer(), nullable=False),
-        sa.Column("grains", sa.Integer(), nullable=False),
-        sa.Column("reason", sa.Text(), nullable=True),
-        postgresql_partition_by="LIST (dataset_id)",
-    )
-    op.create_table(
         "key_outcomes",
         sa.Column("run_pk", sa.Integer(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(collation="C"), nullable=False),
         sa.Column("final", sa.SmallInteger(), nullable=False),
         sa.Column("entered", sa.Boolean(), nullable=False),
         sa.Column("targeted", sa.Boolean(), nullable=False),
         sa.Column("traced", sa.Boolean(), nullable=False),
         sa.Column("traced_reported", sa.Boolean(), nullable=False),
-        sa.Column("outcomes", postgresql.ARRAY(sa.SmallInteger()), nullable=False),
-        sa.Column("rows_in", postgresql.ARRAY(sa.Integer()), nullable=False),
-        sa.Column("rows_out", postgresql.ARRAY(sa.Integer()), nullable=False),
-        sa.Column("drop_rep", postgresql.ARRAY(sa.Integer()), nullable=False),
-        sa.Column("drop_ops", postgresql.ARRAY(sa.Integer()), nullable=False),
-        sa.Column("grain_violations", postgresql.ARRAY(sa.SmallInteger()), nullable=False),
+        sa.Column("stages", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("run_pk", "key", name=op.f("pk_key_outcomes")),
         postgresql_partition_by="LIST (run_pk)",
     )
     op.create_table(
         "key_reasons",
         sa.Column("run_pk", sa.Integer(), nullable=False),
-        sa.Column("key", sa.Text(), nullable=False),
+        sa.Column("key", sa.Text(collation="C"), nullable=False),
         sa.Column("stage", sa.SmallInteger(), nullable=False),
         sa.Column("dataset_id", sa.Integer(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=True),
@@ -120,6 +104,7 @@ def upgrade() -> None:
         sa.Column("uri", sa.Text(), nullable=False),
         sa.Column("fingerprint", sa.Text(), nullable=True),
         sa.Column("row_count", sa.BigInteger(), nullable=True),
+        sa.Column("key_count", sa.BigInteger(), nullable=True),
         sa.Column("null_key_rows", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("duplicate_rows", sa.BigInteger(), nullable=True),
         sa.Column("columns", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
@@ -146,9 +131,26 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("run_pk", "stage_index", name=op.f("pk_stage_summaries")),
     )
+    op.create_table(
+        "dataset_chunks",
+        sa.Column("dataset_id", sa.Integer(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("keys", sa.Integer(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"],
+            ["datasets.id"],
+            name=op.f("fk_dataset_chunks_dataset_id_datasets"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("dataset_id", "seq", name=op.f("pk_dataset_chunks")),
+    )
+    # The chunks are zstd Parquet already: TOAST compressing them again is wasted work.
+    op.execute("ALTER TABLE dataset_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
+    op.drop_table("dataset_chunks")
     op.drop_table("stage_summaries")
     op.drop_table("datasets")
     op.drop_index(op.f("ix_runs_pipeline_id"), table_name="runs")
@@ -157,5 +159,4 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_key_reasons_run_pk"), table_name="key_reasons")
     op.drop_table("key_reasons")
     op.drop_table("key_outcomes")
-    op.drop_table("dataset_keys")
     op.drop_table("anomalies")

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from tracer.errors import NotFoundError
-from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome
+from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
 from tracer.queries.common import load_run, run_info
 from tracer.tables import datasets, key_outcomes, key_reasons, pipelines, runs
 
@@ -41,27 +41,24 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
         )
     stages = []
     met = []
-    for index, name in enumerate(run.stages):
-        code = row.outcomes[index]
-        if code == 0:
+    for name, cell in zip(run.stages, parse_stage_cells(row.stages), strict=True):
+        if cell is None:
             continue
-        outcome = Outcome(code)
-        grain_violation = index in row.grain_violations
         stages.append(
             {
                 "stage": name,
-                "outcome": outcome.label,
-                "rows_in": row.rows_in[index],
-                "rows_out": row.rows_out[index],
-                "rows_drop_reported": row.drop_rep[index],
-                "rows_drop_operational": row.drop_ops[index],
-                "grain_violation": grain_violation,
-                "reasons": reasons.get(index, []),
+                "outcome": cell.outcome.label,
+                "rows_in": cell.rows_in,
+                "rows_out": cell.rows_out,
+                "rows_drop_reported": cell.drop_rep,
+                "rows_drop_operational": cell.drop_ops,
+                "grain_violation": cell.grain_violation,
+                "reasons": reasons.get(run.stages.index(name), []),
             }
         )
-        if outcome in JOURNEY_ANOMALIES:
-            met.append({"stage": name, "anomaly": outcome.label})
-        if grain_violation:
+        if cell.outcome in JOURNEY_ANOMALIES:
+            met.append({"stage": name, "anomaly": cell.outcome.label})
+        if cell.grain_violation:
             met.append({"stage": name, "anomaly": Outcome.GRAIN_VIOLATION.label})
     final = Final(row.final).label
     return {

@@ -57,3 +57,57 @@ def build(tmp_path: Path, engine: Engine) -> RunBuilder:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: a heavier case (still part of the suite)")
+
+
+REDIS_URL = os.environ.get("TRACER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def api_config(database_url: str, data_root: Path, engine: Engine) -> Any:
+    """A service configuration on the test database, real Redis, and queues of its own."""
+    from tracer.config import Config
+
+    return Config(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        data_roots=(data_root,),
+        queue_prefix=f"tracer-test-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+def app(api_config: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from api import create_app
+    from workers import jobs
+
+    # Jobs run by SimpleWorker in this process read their configuration from the environment.
+    monkeypatch.setenv("DATABASE_URL", api_config.database_url)
+    jobs.engine.cache_clear()
+    yield create_app(api_config)
+    jobs.engine.cache_clear()
+
+
+@pytest.fixture
+def run_jobs(api_config: Any) -> Any:
+    """Work the test's queues to empty with rq's SimpleWorker (no fork), as the docs advise."""
+    from redis import Redis
+    from rq import Queue, SimpleWorker
+
+    from workers.queues import queue_names
+
+    connection = Redis.from_url(api_config.redis_url)
+    queues = [Queue(name, connection=connection) for name in queue_names(api_config)]
+
+    def work() -> None:
+        SimpleWorker(queues, connection=connection).work(burst=True)
+
+    yield work
+    for queue in queues:
+        queue.empty()

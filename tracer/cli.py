@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +61,30 @@ def _print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.group()
+def _plugin(group: str, name: str) -> Any:
+    """A command or backend that lives outside the core (the API, the rq workers)."""
+    for entry in entry_points(group=group):
+        if entry.name == name:
+            return entry.load()
+    raise TracerError(f"{name!r} is not installed (entry point group {group!r})")
+
+
+class _Commands(click.Group):
+    """The core's commands plus those plugged in through the `tracer.commands` entry points."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugged = [e.name for e in entry_points(group="tracer.commands")]
+        return sorted({*super().list_commands(ctx), *plugged})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        entry = next((e for e in entry_points(group="tracer.commands") if e.name == name), None)
+        return entry.load() if entry is not None else None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="tracer")
 @click.pass_context
 def main(ctx: click.Context) -> None:
@@ -96,17 +121,62 @@ def db_stop() -> None:
 @click.argument(
     "manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False, path_type=Path)
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the reconciliation as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--wait", is_flag=True, help="With REDIS_URL: wait until the run is classified.")
 @click.pass_context
 @_handle_errors
-def ingest(ctx: click.Context, manifest_path: Path, as_json: bool) -> None:
-    """Ingest a run's datasets from MANIFEST and classify every client."""
+def ingest(ctx: click.Context, manifest_path: Path, as_json: bool, wait: bool) -> None:
+    """Ingest a run's datasets from MANIFEST and classify every client.
+
+    With REDIS_URL set the work is queued for `tracer worker` processes and the
+    job ids are printed; otherwise it runs here, in one transaction.
+    """
     from tracer.runs import pipeline_lookup
 
     engine = _engine(ctx)
     manifest = load_manifest(manifest_path, lookup=pipeline_lookup(engine))
-    run_id = _ingest_with_progress(engine, manifest, quiet=as_json)
-    _report(engine, run_id, as_json)
+    config = ctx.obj.get("config") or Config.from_env()
+    if not config.redis_url:
+        run_id = _ingest_with_progress(engine, manifest, quiet=as_json)
+        _report(engine, run_id, as_json)
+        return
+    from tracer.runs import submit_run
+
+    submitted = submit_run(engine, manifest)
+    job_ids = _plugin("tracer.dispatchers", "queue")(config).submit(submitted).as_dict()
+    if as_json and not wait:
+        _print_json({"run_id": submitted.run_id, "status": "queued", "job_ids": job_ids})
+        return
+    if not as_json:
+        click.echo(f"queued run {submitted.run_id}: ingest jobs {', '.join(job_ids['ingest'])}")
+        click.echo(f"classify job {job_ids['classify']}")
+    if wait:
+        _wait_for(engine, submitted.run_id, len(submitted.dataset_ids), quiet=as_json)
+        _report(engine, submitted.run_id, as_json)
+
+
+def _wait_for(engine: Engine, run_id: str, datasets: int, quiet: bool, poll: float = 0.5) -> None:
+    """Poll the run until it is classified or failed, with a progress bar."""
+    from tracer.queries.runs import run_detail
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=errors, disable=quiet) as bar:
+        task = bar.add_task(f"waiting for run {run_id}", total=datasets + 1)
+        while True:
+            with engine.connect() as conn:
+                detail = run_detail(conn, run_id)
+            done = sum(d["status"] in ("ingested", "failed") for d in detail["datasets"])
+            bar.update(task, completed=done + (detail["status"] == "classified"))
+            if detail["status"] == "failed":
+                raise TracerError(f"run {run_id} failed: {detail['error']}")
+            if detail["status"] == "classified":
+                return
+            time.sleep(poll)
 
 
 def _ingest_with_progress(engine: Engine, manifest: Manifest, quiet: bool) -> str:

@@ -9,7 +9,8 @@ manifest field, file or column at fault.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tracer import keys as keymod
 from tracer.errors import ManifestError
 from tracer.graph import StageGraph, build_graph
+from tracer.sources import glob_base as _glob_base
 from tracer.sources import open_dataset, resolve_path
 
 
@@ -156,8 +158,13 @@ def parse_manifest(
     base_dir: Path,
     source: str = "<manifest>",
     lookup: PipelineLookup | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Manifest:
-    """Validate a manifest given as YAML/JSON text or an already parsed mapping."""
+    """Validate a manifest given as YAML/JSON text or an already parsed mapping.
+
+    With `roots`, every path (after resolving `..` and symlinks, and every file a
+    directory or glob holds) must lie under one of them: a server reads nothing else.
+    """
     raw = _parse_text(text, source) if isinstance(text, str) else dict(text)
     try:
         spec = ManifestSpec.model_validate(raw)
@@ -177,7 +184,7 @@ def parse_manifest(
             raise ManifestError(
                 f"{source}: pipeline: no registered pipeline named {pipeline_spec!r}"
             ) from None
-    return _Validator(pipeline_spec, spec.run, base_dir, source).manifest()
+    return _Validator(pipeline_spec, spec.run, base_dir, source, roots).manifest()
 
 
 def _parse_text(text: str, source: str) -> dict[str, Any]:
@@ -198,11 +205,19 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
 class _Validator:
     """Collects every problem of one manifest, then raises them together."""
 
-    def __init__(self, pipeline: PipelineSpec, run: RunSpec, base_dir: Path, source: str) -> None:
+    def __init__(
+        self,
+        pipeline: PipelineSpec,
+        run: RunSpec,
+        base_dir: Path,
+        source: str,
+        roots: Sequence[Path] | None,
+    ) -> None:
         self.p = pipeline
         self.run = run
         self.base_dir = base_dir
         self.source = source
+        self.roots = None if roots is None else [Path(os.path.realpath(r)) for r in roots]
         self.errors: list[str] = []
 
     def fail(self, message: str) -> None:
@@ -237,9 +252,14 @@ class _Validator:
             graph=graph,
             spec=self.p.model_dump(mode="json"),
         )
+        run = self.run.model_dump(mode="json")
+        # Paths as resolved, so a worker anywhere re-validates the same files.
+        uris = {(d.role, d.name): d.uri for d in datasets}
+        run["outputs"] = {n: uris[("output", n)] for n in run["outputs"]}
+        run["traceability"] = {n: uris[("traceability", n)] for n in run["traceability"]}
         raw = {
             "pipeline": pipeline.spec,
-            "run": self.run.model_dump(mode="json"),
+            "run": run,
             # What validation decided, so queries read it back instead of re-deriving it.
             "resolved": {
                 "key_types": dict(zip(pipeline.key, pipeline.key_types, strict=True)),
@@ -352,8 +372,13 @@ class _Validator:
             self.fail(f"{at}: missing path")
             return None
         uri = resolve_path(path, self.base_dir)
+        if not self.allowed(at, uri, [uri]):
+            return None
         try:
-            schema = open_dataset(uri).schema
+            opened = open_dataset(uri)
+            if not self.allowed(at, uri, opened.files):
+                return None
+            schema = opened.schema
         except FileNotFoundError as exc:
             self.fail(f"{at}: {exc}")
             return None
@@ -374,6 +399,18 @@ class _Validator:
             "key_columns": key_columns,
             "schema": schema,
         }
+
+    def allowed(self, at: str, uri: str, paths: Sequence[str]) -> bool:
+        """Inside the data roots, symlinks and `..` resolved (only when roots are configured)."""
+        if self.roots is None:
+            return True
+        for path in paths:
+            real = Path(os.path.realpath(_glob_base(path) if "://" not in path else path))
+            if "://" in path or not any(real.is_relative_to(root) for root in self.roots):
+                roots = ", ".join(str(r) for r in self.roots)
+                self.fail(f"{at}: {uri} is outside the data roots ({roots})")
+                return False
+        return True
 
     def key_types(self, datasets: list[Dataset]) -> list[str]:
         """Declared types win; otherwise every dataset must agree on each component's type."""

@@ -1,21 +1,26 @@
 """Runs: register a manifest, ingest what changed, classify; delete a run as a unit.
 
-`ingest_manifest` does it all in one transaction, so a failure anywhere leaves
-the database exactly as it was (the queue, later, splits it per dataset).
+Two ways through, on the same functions: `ingest_manifest` does it all in one
+transaction (the CLI without a queue: a failure anywhere leaves the database
+exactly as it was); `submit_run` registers the run, then `ingest_step` per
+dataset and `classify_step` each run in their own transaction (the queue's jobs,
+possibly on many machines). Advisory locks make concurrent steps on the same
+dataset or run wait for each other, so nothing is ingested twice at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
 
 from tracer.classify import classify_run
-from tracer.errors import ConflictError, NotFoundError
-from tracer.ingest import Progress, ingest_dataset
-from tracer.manifest import Dataset, Manifest
+from tracer.errors import ConflictError, NotFoundError, TracerError
+from tracer.ingest import IngestResult, Progress, ingest_dataset
+from tracer.manifest import Dataset, Manifest, parse_manifest
 from tracer.partitions import drop_run_partitions
 from tracer.tables import datasets, pipelines, runs
 
@@ -52,9 +57,9 @@ def ingest_manifest(
     return manifest.run_id
 
 
-def register_run(conn: Connection, manifest: Manifest) -> Registered:
+def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting") -> Registered:
     """Create or update the run and its datasets; serialised per run id by an advisory lock."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": manifest.run_id})
+    _lock_text(conn, f"run-id:{manifest.run_id}")
     pipeline_id = _upsert_pipeline(conn, manifest.pipeline.name, manifest.pipeline.spec)
     row = conn.execute(
         select(runs.c.pk, runs.c.manifest).where(runs.c.run_id == manifest.run_id).with_for_update()
@@ -68,7 +73,7 @@ def register_run(conn: Connection, manifest: Manifest) -> Registered:
     if row is None:
         run_pk = conn.execute(
             insert(runs)
-            .values(run_id=manifest.run_id, status="ingesting", **values)
+            .values(run_id=manifest.run_id, status=status, **values)
             .returning(runs.c.pk)
         ).scalar_one()
     else:
@@ -78,7 +83,7 @@ def register_run(conn: Connection, manifest: Manifest) -> Registered:
                 f"run {manifest.run_id!r} was ingested with another definition of pipeline "
                 f"{manifest.pipeline.name!r}; delete the run first or give this one a new id"
             )
-        conn.execute(update(runs).where(runs.c.pk == run_pk).values(**values))
+        conn.execute(update(runs).where(runs.c.pk == run_pk).values(status=status, **values))
     stored = {
         (r.role, r.name): r
         for r in conn.execute(
@@ -107,6 +112,95 @@ def register_run(conn: Connection, manifest: Manifest) -> Registered:
             previous = old.fingerprint if old.status == "ingested" else None
             out.append((d, old.id, previous))
     return Registered(run_pk, row is None, out)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_pk: int
+    run_id: str
+    dataset_ids: list[int]
+
+
+def submit_run(engine: Engine, manifest: Manifest) -> Submitted:
+    """Register the run for step-by-step ingestion (status `queued`)."""
+    with engine.begin() as conn:
+        reg = register_run(conn, manifest, status="queued")
+    return Submitted(reg.run_pk, manifest.run_id, [dataset_id for _, dataset_id, _ in reg.datasets])
+
+
+def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
+    """Ingest one dataset of a submitted run in its own transaction (skipped if unchanged)."""
+    with engine.begin() as conn:
+        _lock(conn, "dataset", dataset_id)
+        row = conn.execute(
+            select(
+                datasets.c.run_pk,
+                datasets.c.role,
+                datasets.c.name,
+                datasets.c.fingerprint,
+                datasets.c.status,
+            ).where(datasets.c.id == dataset_id)
+        ).first()
+        if row is None:
+            raise NotFoundError(f"dataset {dataset_id} not found (was its run deleted?)")
+        manifest = stored_manifest(conn, row.run_pk)
+        dataset = next(d for d in manifest.datasets if (d.role, d.name) == (row.role, row.name))
+        previous = row.fingerprint if row.status == "ingested" else None
+        return ingest_dataset(conn, dataset_id, dataset, manifest.pipeline, previous)
+
+
+def classify_step(engine: Engine, run_pk: int) -> None:
+    """Classify a run once all its datasets are ingested, in its own transaction."""
+    with engine.begin() as conn:
+        _lock(conn, "run", run_pk)
+        pending = conn.execute(
+            select(datasets.c.name, datasets.c.status).where(
+                datasets.c.run_pk == run_pk, datasets.c.status != "ingested"
+            )
+        ).all()
+        if pending:
+            names = ", ".join(f"{r.name} ({r.status})" for r in pending)
+            raise TracerError(f"run cannot be classified: datasets not ingested: {names}")
+        classify_run(conn, run_pk, stored_manifest(conn, run_pk).pipeline)
+
+
+def record_failure(engine: Engine, run_pk: int | None, dataset_id: int | None, error: str) -> None:
+    """Make a failed step visible: its dataset and its run are marked failed with the message."""
+    with engine.begin() as conn:
+        if dataset_id is not None:
+            conn.execute(
+                update(datasets)
+                .where(datasets.c.id == dataset_id)
+                .values(status="failed", error=error)
+            )
+            run_pk = (
+                run_pk
+                or conn.execute(
+                    select(datasets.c.run_pk).where(datasets.c.id == dataset_id)
+                ).scalar()
+            )
+        if run_pk is not None:
+            conn.execute(
+                update(runs).where(runs.c.pk == run_pk).values(status="failed", error=error)
+            )
+
+
+def stored_manifest(conn: Connection, run_pk: int) -> Manifest:
+    """The run's manifest as registered (paths already resolved), validated again."""
+    raw = conn.execute(select(runs.c.manifest).where(runs.c.pk == run_pk)).scalar()
+    if raw is None:
+        raise NotFoundError(f"run {run_pk} not found (was it deleted?)")
+    data = {"pipeline": raw["pipeline"], "run": raw["run"]}
+    return parse_manifest(data, base_dir=Path("/"), source=f"run {raw['run']['id']}")
+
+
+def _lock(conn: Connection, kind: str, ident: int) -> None:
+    _lock_text(conn, f"{kind}:{ident}")
+
+
+def _lock_text(conn: Connection, name: str) -> None:
+    """Held until the transaction ends; a second holder waits (hash collisions only serialise)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
 
 
 def _upsert_pipeline(conn: Connection, name: str, spec: dict[str, Any]) -> int:

@@ -37,7 +37,7 @@ def open_dataset(uri: str) -> ds.Dataset:
         files = sorted(f for f in glob.glob(uri, recursive=True) if os.path.isfile(f))
         if not files:
             raise FileNotFoundError(f"no file matches {uri}")
-        base = _glob_base(uri)
+        base = glob_base(uri)
         return ds.dataset(files, format="parquet", partitioning=_HIVE, partition_base_dir=base)
     if not os.path.exists(uri):
         raise FileNotFoundError(f"no such file or directory: {uri}")
@@ -47,7 +47,8 @@ def open_dataset(uri: str) -> ds.Dataset:
     return dataset
 
 
-def _glob_base(pattern: str) -> str:
+def glob_base(pattern: str) -> str:
+    """The folder a glob starts from (the path itself when it has no glob characters)."""
     parts = Path(pattern).parts
     fixed = _takewhile_plain(parts)
     return str(Path(*fixed)) if fixed else "."

@@ -1,0 +1,57 @@
+"""The REST API: a Flask app factory over tracer's core. Nothing happens at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import swagger_ui_bundle
+from flask import Flask, send_from_directory
+from flask.typing import ResponseReturnValue
+
+from api import auth, errors, lineage, runs, service
+from api.state import State
+from tracer import __version__, db
+from tracer.config import Config
+from workers.queues import dispatcher
+
+DOCS_ASSETS = "/api/v1/docs/assets/"
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app for `config` (default: from the environment)."""
+    config = config or Config.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        API_TITLE="tracer",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        # Served from the swagger-ui-bundle wheel: the docs page works offline.
+        OPENAPI_SWAGGER_UI_URL=DOCS_ASSETS,
+        API_SPEC_OPTIONS={
+            "info": {"description": "Record-level lineage: where did every client of a run go?"},
+            "components": {
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+            "security": [{"bearer": []}],
+        },
+        JSON_SORT_KEYS=False,
+    )
+    app.json.sort_keys = False  # keep the outcome table's order in responses
+    app.extensions["tracer"] = State(config, db.make_engine(config), dispatcher(config))
+    api = errors.TracerApi(app)
+    for name, schema in runs.manifest_components().items():
+        api.spec.components.schema(name, schema)
+    for blueprint in (runs.blp, lineage.blp, service.blp):
+        api.register_blueprint(blueprint)
+    errors.register(app)
+    auth.init_app(app)
+    assets = Path(swagger_ui_bundle.swagger_ui_path)
+
+    @app.get(DOCS_ASSETS + "<path:name>")
+    def docs_assets(name: str) -> ResponseReturnValue:
+        return send_from_directory(assets, name)
+
+    return app

@@ -1,0 +1,55 @@
+"""`tracer serve`: the API under gunicorn, or Flask's development server with --dev."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tracer.config import Config
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--workers",
+    "processes",
+    type=int,
+    help="gunicorn worker processes (default: GUNICORN_WORKERS or 2)",
+)
+@click.option("--dev", is_flag=True, help="Flask's development server (reloads, one process).")
+def serve(host: str, port: int, processes: int | None, dev: bool) -> None:
+    """Run the REST API (gunicorn when installed)."""
+    config = Config.from_env()
+    if not config.api_tokens:
+        click.secho(
+            "WARNING: TRACER_API_TOKENS is not set: the API is OPEN to anyone who can reach "
+            f"{host}:{port}. Set read:/ingest: tokens before exposing it.",
+            fg="red",
+            bold=True,
+            err=True,
+        )
+    if not config.redis_url:
+        click.echo("REDIS_URL is not set: jobs run in this process (one at a time).", err=True)
+    roots = ", ".join(str(r) for r in config.roots)
+    click.echo(f"manifests may name paths under: {roots}", err=True)
+    from api import create_app
+
+    if dev:
+        create_app(config).run(host=host, port=port, debug=True)
+        return
+    try:
+        from gunicorn.app.wsgiapp import run as gunicorn_run
+    except ImportError:
+        click.echo("gunicorn is not installed: using the development server", err=True)
+        create_app(config).run(host=host, port=port)
+        return
+    # Without Redis the jobs live in the serving process: keep it to one process.
+    count = (processes or int(os.environ.get("GUNICORN_WORKERS", "2"))) if config.redis_url else 1
+    sys.argv = [
+        "gunicorn", "--bind", f"{host}:{port}", "--workers", str(count),
+        "--threads", "4", "--access-logfile", "-", "api:create_app()",
+    ]  # fmt: skip
+    gunicorn_run()

@@ -1,0 +1,107 @@
+"""Runs: submit a manifest, list and inspect runs, delete one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
+from api.state import connection, state
+from tracer.errors import ManifestError
+from tracer.manifest import ManifestSpec, parse_manifest
+from tracer.queries.runs import list_runs, run_detail
+from tracer.runs import delete_run, pipeline_lookup, submit_run
+
+blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Pipeline runs")
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+MANIFEST_BODY = {
+    "required": True,
+    "description": "A run manifest (see the README): JSON, or YAML with a YAML content type. "
+    "Paths must lie under the server's data roots; relative paths are taken from the first.",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Manifest"}},
+        "application/yaml": {"schema": {"$ref": "#/components/schemas/Manifest"}},
+    },
+}
+
+
+def _manifest_body() -> Any:
+    mimetype = request.mimetype
+    if mimetype in YAML_TYPES:
+        try:
+            return yaml.safe_load(request.get_data(as_text=True))
+        except yaml.YAMLError as exc:
+            raise ManifestError(f"request body is not valid YAML: {exc}") from None
+    if mimetype != "application/json":
+        raise ManifestError(
+            f"send the manifest as application/json or application/yaml, not {mimetype!r}"
+        )
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ManifestError("request body is not valid JSON")
+    return body
+
+
+@blp.route("")
+class Runs(MethodView):
+    @blp.arguments(RunListArgsSchema, location="query")
+    @blp.response(200, RunListSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """List runs, newest first (filter by pipeline, label, status)."""
+        with connection() as conn:
+            return list_runs(conn, **args)
+
+    @blp.doc(requestBody=MANIFEST_BODY)
+    @blp.response(202, RunCreatedSchema)
+    @blp.alt_response(
+        400, description="The manifest is invalid or names paths outside the data roots"
+    )
+    def post(self) -> dict[str, Any]:
+        """Submit a run manifest: validated now, then ingested and classified by the workers."""
+        s = state()
+        body = _manifest_body()
+        if not isinstance(body, dict):
+            raise ManifestError("a manifest is a mapping with 'pipeline' and 'run'")
+        manifest = parse_manifest(
+            body,
+            base_dir=s.config.roots[0],
+            source="manifest",
+            lookup=pipeline_lookup(s.engine),
+            roots=s.config.roots,
+        )
+        submitted = submit_run(s.engine, manifest)
+        job_ids = s.dispatcher.submit(submitted)
+        return {"run_id": submitted.run_id, "status": "queued", "job_ids": job_ids.as_dict()}
+
+
+@blp.route("/<run_id>")
+class RunDetail(MethodView):
+    @blp.response(200, RunDetailSchema)
+    @blp.alt_response(404, description="No such run")
+    def get(self, run_id: str) -> dict[str, Any]:
+        """A run: its status, each dataset's status, and its totals once classified."""
+        with connection() as conn:
+            return run_detail(conn, run_id)
+
+    @blp.response(204)
+    @blp.alt_response(404, description="No such run")
+    def delete(self, run_id: str) -> None:
+        """Delete a run and everything derived from it (its partitions are dropped)."""
+        delete_run(state().engine, run_id)
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, from the same pydantic models that validate it."""
+    return ManifestSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def manifest_components() -> dict[str, Any]:
+    """Manifest and the models it refers to, as OpenAPI 3.1 components (JSON Schema 2020-12)."""
+    schema = manifest_schema()
+    defs = schema.pop("$defs", {})
+    return {"Manifest": schema, **defs}

@@ -1,0 +1,81 @@
+"""Clients across runs, jobs, pipelines, health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint, abort
+from sqlalchemy import text
+
+from api.schemas import (
+    HealthSchema,
+    HistoryArgsSchema,
+    HistorySchema,
+    JobSchema,
+    PipelineListSchema,
+)
+from api.state import connection, state
+from tracer.queries.journey import history
+from tracer.queries.runs import list_pipelines
+
+blp = Blueprint(
+    "service", __name__, url_prefix="/api/v1", description="Clients, jobs, pipelines, health"
+)
+
+
+@blp.route("/clients/<key>/runs")
+@blp.arguments(HistoryArgsSchema(partial=("key",)), location="query")
+@blp.response(200, HistorySchema)
+@blp.alt_response(404, description="The client appears in no classified run")
+def get_history(args: dict[str, Any], key: str) -> dict[str, Any]:
+    """Every run this client appears in, newest first, with its final outcome there."""
+    with connection() as conn:
+        return history(conn, [key], args.get("pipeline"))
+
+
+@blp.route("/clients/runs")
+@blp.arguments(HistoryArgsSchema, location="query")
+@blp.response(200, HistorySchema)
+@blp.alt_response(404, description="The client appears in no classified run")
+def get_history_composite(args: dict[str, Any]) -> dict[str, Any]:
+    """History of a composite key: `?key=LIS&key=42`."""
+    with connection() as conn:
+        return history(conn, args["key"], args.get("pipeline"))
+
+
+@blp.route("/jobs/<job_id>")
+@blp.response(200, JobSchema)
+@blp.alt_response(404, description="No such job (or its record expired)")
+def get_job(job_id: str) -> dict[str, Any]:
+    """A job's status: queued, started, deferred, finished or failed (with the error)."""
+    job = state().dispatcher.status(job_id)
+    if job is None:
+        abort(404, message=f"job {job_id!r} not found")
+    return job
+
+
+@blp.route("/pipelines")
+@blp.response(200, PipelineListSchema)
+def get_pipelines() -> dict[str, Any]:
+    """Registered pipelines, with their key, stages and number of runs."""
+    with connection() as conn:
+        return list_pipelines(conn)
+
+
+@blp.route("/health")
+@blp.response(200, HealthSchema)
+@blp.alt_response(503, schema=HealthSchema, description="Postgres or Redis is unreachable")
+def get_health() -> Any:
+    """Checks Postgres and Redis; open to everyone (load balancers, compose healthchecks)."""
+    s = state()
+    report = {"ok": True, "postgres": "ok", "redis": "ok"}
+    try:
+        with s.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means unhealthy; the message says which
+        report.update(ok=False, postgres=f"error: {exc.__class__.__name__}")
+    try:
+        report["redis"] = s.dispatcher.ping()
+    except Exception as exc:
+        report.update(ok=False, redis=f"error: {exc.__class__.__name__}")
+    return report, (200 if report["ok"] else 503)

@@ -1,0 +1,212 @@
+"""The REST API against real Postgres and real Redis, every response checked against its
+OpenAPI document; jobs run through real rq queues by SimpleWorker in burst mode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.openapi_check import CheckedClient
+from tests.pipelines import RunBuilder
+from tracer.queries.journey import journey
+from tracer.queries.reconciliation import reconciliation
+
+TRACE = {"reported": True, "stage": "b", "reason_column": "reason"}
+
+
+def manifest_body(path: Path) -> dict[str, Any]:
+    """The manifest as a client posts it: paths made absolute (they are under the data root)."""
+    data = json.loads(path.read_text())
+    for part in ("outputs", "traceability"):
+        data["run"][part] = {n: str(path.parent / p) for n, p in data["run"][part].items()}
+    return data
+
+
+@pytest.fixture
+def posted(app: Any, data_root: Path, engine: Any, run_jobs: Any) -> tuple[CheckedClient, str]:
+    """A two-stage run (25 clients, 5 dropped with a reason, 5 orphaned), posted and worked."""
+    build = RunBuilder(data_root, engine)
+    path = build.manifest(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={
+            "a": [{"client_id": i} for i in range(1, 26)],
+            "b": [{"client_id": i} for i in range(1, 16)],
+        },
+        trace={"t": (TRACE, [{"client_id": i, "reason": "excluded"} for i in range(16, 21)])},
+        run_id="api-run",
+    )
+    client = CheckedClient(app)
+    created = client.post("/api/v1/runs", json=manifest_body(path))
+    assert created.status_code == 202, created.get_json()
+    body = created.get_json()
+    assert body["run_id"] == "api-run" and len(body["job_ids"]["ingest"]) == 3
+    assert client.get("/api/v1/runs/api-run").get_json()["status"] == "queued"
+    run_jobs()
+    return client, "api-run"
+
+
+def test_post_then_every_answer(posted: tuple[CheckedClient, str], engine: Any) -> None:
+    client, run = posted
+    detail = client.get(f"/api/v1/runs/{run}").get_json()
+    assert detail["status"] == "classified"
+    assert {d["name"]: d["status"] for d in detail["datasets"]} == {
+        "a": "ingested", "b": "ingested", "t": "ingested"
+    }  # fmt: skip
+    assert detail["totals"]["orphaned"] == 5
+
+    # The same answers as the core (and so as `tracer report --json` / `tracer where --json`).
+    with engine.connect() as conn:
+        assert client.get(f"/api/v1/runs/{run}/reconciliation").get_json() == reconciliation(
+            conn, run
+        )
+        assert client.get(f"/api/v1/runs/{run}/clients/18").get_json() == journey(conn, run, [18])
+    assert client.get(f"/api/v1/runs/{run}/clients?key=18").get_json()["final_outcome"] == "dropped"
+
+    history = client.get("/api/v1/clients/22/runs").get_json()
+    assert [(r["run_id"], r["final_outcome"]) for r in history["runs"]] == [(run, "orphaned")]
+    assert client.get("/api/v1/clients/runs?key=22").get_json() == history
+
+    lost = client.get(f"/api/v1/runs/{run}/gap_cells/lost/keys?limit=2").get_json()
+    assert lost["items"] == [{"client_id": 21}, {"client_id": 22}] and lost["next"]
+
+    pipelines = client.get("/api/v1/pipelines").get_json()["items"]
+    assert {"name": "p-api-run", "runs": 1}.items() <= pipelines[0].items()
+
+    listed = client.get("/api/v1/runs?status=classified&pipeline=p-api-run").get_json()
+    assert listed["total_count"] == 1 and listed["items"][0]["run_id"] == run
+
+
+def test_anomalies_paginate_and_stream_as_csv(posted: tuple[CheckedClient, str]) -> None:
+    client, run = posted
+    seen, token = [], None
+    while True:
+        url = f"/api/v1/runs/{run}/anomalies?outcome=orphaned&stage=b&limit=2"
+        page = client.get(url + (f"&next={token}" if token else "")).get_json()
+        seen += [item["key"]["client_id"] for item in page["items"]]
+        if (token := page["next"]) is None:
+            break
+    assert sorted(seen) == [21, 22, 23, 24, 25]
+    response = client.get(f"/api/v1/runs/{run}/anomalies?outcome=dropped&format=csv")
+    assert response.mimetype == "text/csv"
+    rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
+    assert rows[0] == ["stage", "client_id", "rows_in", "rows_out", "rows_drop", "extra_rows"]
+    assert sorted(int(r[1]) for r in rows[1:]) == [16, 17, 18, 19, 20]
+
+
+def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
+    client, run = posted
+    cases = [
+        ("GET", "/api/v1/runs/nope/reconciliation", 404),
+        ("GET", f"/api/v1/runs/{run}/clients/999", 404),
+        ("GET", f"/api/v1/runs/{run}/clients/abc", 400),
+        ("GET", f"/api/v1/runs/{run}/anomalies?outcome=vanished", 422),
+        ("GET", f"/api/v1/runs/{run}/anomalies?outcome=passed", 400),
+        ("GET", f"/api/v1/runs/{run}/anomalies?outcome=orphaned&next=%%%", 400),
+        ("GET", "/api/v1/jobs/no-such-job", 404),
+        ("GET", f"/api/v1/runs/{run}/compare/{run}", 501),
+    ]
+    for method, url, status in cases:
+        response = client.request(method, url)
+        body = response.get_json()
+        assert response.status_code == status, (url, body)
+        assert body["ok"] is False and body["status"] == status and body["errors"], url
+    # Outside the documented paths too (so no document to check it against).
+    unknown = client.client.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404 and unknown.get_json()["ok"] is False
+
+
+def test_bad_manifests_are_refused_before_anything_is_queued(
+    app: Any, data_root: Path, api_config: Any
+) -> None:
+    from redis import Redis
+    from rq import Queue
+
+    from workers.queues import queue_names
+
+    client = CheckedClient(app)
+    queue = Queue(queue_names(api_config)[0], connection=Redis.from_url(api_config.redis_url))
+    bad_yaml = client.post("/api/v1/runs", data="pipeline: [", content_type="application/yaml")
+    assert bad_yaml.status_code == 400 and "YAML" in bad_yaml.get_json()["error"]
+    missing = yaml.safe_dump(
+        {
+            "pipeline": {"name": "p", "key": ["id"], "stages": [{"name": "a"}]},
+            "run": {"id": "r", "outputs": {"a": "nowhere.parquet"}},
+        }
+    )
+    refused = client.post("/api/v1/runs", data=missing, content_type="application/yaml")
+    assert refused.status_code == 400
+    assert any("run.outputs.a" in e for e in refused.get_json()["errors"])
+    wrong_type = client.post("/api/v1/runs", data="x", content_type="text/plain")
+    assert wrong_type.status_code == 400
+    assert queue.count == 0
+
+
+def test_job_status_and_a_failed_job(app: Any, data_root: Path, engine: Any, run_jobs: Any) -> None:
+    """Bad input fails its job without retries and marks the dataset and the run failed."""
+    build = RunBuilder(data_root, engine)
+    trace = [{"client_id": 1, "stage": "nowhere", "reason": "r"}]
+    path = build.manifest(
+        stages=[{"name": "a"}],
+        outputs={"a": [{"client_id": 1}]},
+        trace={
+            "t": ({"reported": True, "stage_column": "stage", "reason_column": "reason"}, trace)
+        },
+        run_id="api-fails",
+    )
+    client = CheckedClient(app)
+    jobs = client.post("/api/v1/runs", json=manifest_body(path)).get_json()["job_ids"]
+    run_jobs()
+    statuses = [client.get(f"/api/v1/jobs/{j}").get_json() for j in jobs["ingest"]]
+    assert sorted(s["status"] for s in statuses) == ["failed", "finished"]
+    failed = next(s for s in statuses if s["status"] == "failed")
+    assert "'nowhere'" in failed["error"]
+    assert client.get(f"/api/v1/jobs/{jobs['classify']}").get_json()["status"] == "deferred"
+    detail = client.get("/api/v1/runs/api-fails").get_json()
+    assert detail["status"] == "failed" and "'nowhere'" in detail["error"]
+    assert {d["name"]: d["status"] for d in detail["datasets"]} == {"a": "ingested", "t": "failed"}
+
+
+def test_delete_and_openapi_document(posted: tuple[CheckedClient, str]) -> None:
+    client, run = posted
+    spec = client.client.get("/api/v1/openapi.json").get_json()
+    assert sorted(spec["components"]["schemas"]["Error"]["required"]) == [
+        "error",
+        "errors",
+        "ok",
+        "status",
+    ]
+    assert "Manifest" in spec["components"]["schemas"]
+    assert client.delete(f"/api/v1/runs/{run}").status_code == 204
+    assert client.get(f"/api/v1/runs/{run}").status_code == 404
+
+
+def test_without_redis_jobs_run_in_the_serving_process(
+    database_url: str, data_root: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from api import create_app
+    from tracer.config import Config
+    from workers import jobs
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    jobs.engine.cache_clear()
+    app = create_app(Config(database_url=database_url, data_roots=(data_root,)))
+    client = CheckedClient(app)
+    assert client.get("/api/v1/health").get_json()["redis"].startswith("not configured")
+    build = RunBuilder(data_root, engine)
+    path = build.manifest([{"name": "a"}], {"a": [{"client_id": 7}]}, run_id="in-process")
+    job_ids = client.post("/api/v1/runs", json=manifest_body(path)).get_json()["job_ids"]
+    for _ in range(100):
+        if client.get("/api/v1/runs/in-process").get_json()["status"] == "classified":
+            break
+        time.sleep(0.1)
+    assert client.get(f"/api/v1/jobs/{job_ids['classify']}").get_json()["status"] == "finished"
+    assert client.get("/api/v1/runs/in-process/clients/7").get_json()["final_outcome"] == "targeted"
+    jobs.engine.cache_clear()

@@ -1,0 +1,1 @@
+"""rq workers: thin adapters that look up ids, call tracer, and record status."""

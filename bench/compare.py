@@ -30,11 +30,12 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from common import database, tracer_api
 
 try:
     from bench.generate import DEFAULT_SEED, expected_counts
@@ -61,7 +62,6 @@ except ImportError:  # run as a script: python bench/compare.py
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def peak_rss_mb() -> float:
@@ -116,49 +116,6 @@ class TracerResult:
     steps: list[tuple[str, float]] = field(default_factory=list)  # (what ended, seconds)
 
 
-def _tracer_api() -> Any:
-    """Import tracer lazily from the repo root (it is not installed in the venv)."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import types
-
-    from tracer import db
-    from tracer.config import Config
-    from tracer.manifest import load_manifest
-    from tracer.queries.reconciliation import reconciliation
-    from tracer.runs import ingest_manifest
-
-    return types.SimpleNamespace(
-        db=db,
-        Config=Config,
-        load_manifest=load_manifest,
-        ingest_manifest=ingest_manifest,
-        reconciliation=reconciliation,
-    )
-
-
-@contextmanager
-def bench_database() -> Iterator[tuple[str, bool]]:
-    """(url, shared): DATABASE_URL as it is, or a throwaway database dropped afterwards."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url, True
-        return
-    from sqlalchemy import create_engine, text
-
-    name = f"tracer_bench_{os.getpid()}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name, False
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 STORAGE_SQL = """
 SELECT coalesce(pg_partition_root(c.oid)::text, c.oid::regclass::text) AS tbl,
        sum(pg_total_relation_size(c.oid))::bigint AS bytes
@@ -179,7 +136,7 @@ def storage_by_table(engine: Any) -> dict[str, int]:
 def run_tracer(api: Any, manifest: Path, repetition: int, phases: dict[str, Phase]) -> TracerResult:
     """One repetition: fresh database, migrate, ingest+classify, reconciliation, storage."""
     result = TracerResult()
-    with bench_database() as (url, shared):
+    with database("tracer_bench") as (url, shared):
         engine = api.db.make_engine(api.Config(database_url=url))
         variant: Path | None = None
         try:
@@ -343,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     tracer_error: str | None = None
     if not args.skip_tracer:
         try:
-            api = _tracer_api()
+            api = tracer_api()
             for rep in range(args.repeat):
                 tracer_runs.append(run_tracer(api, manifest, rep, phases))
                 print(

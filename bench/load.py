@@ -44,6 +44,7 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow.dataset as pads
 import yaml
+from common import database, tracer_api
 
 try:
     from bench.generate import generate
@@ -52,7 +53,6 @@ except ImportError:  # run as a script: python bench/load.py
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 HOST = "127.0.0.1"
 SAMPLE_IDS = 10_000
 SEED = 20261125
@@ -106,49 +106,6 @@ def run_manifests(manifest: Path, runs: int, tmp: Path) -> list[tuple[str, Path]
 # --------------------------------------------------------------------------- tracer
 
 
-def _tracer() -> Any:
-    """Import tracer lazily from the repo root, like compare.py."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import types
-
-    from tracer import db
-    from tracer.config import Config
-    from tracer.manifest import load_manifest
-    from tracer.runs import ingest_manifest
-    from tracer.tables import runs
-
-    return types.SimpleNamespace(
-        db=db,
-        Config=Config,
-        load_manifest=load_manifest,
-        ingest_manifest=ingest_manifest,
-        runs=runs,
-    )
-
-
-@contextmanager
-def load_database() -> Iterator[tuple[str, bool]]:
-    """(url, shared): DATABASE_URL as it is, or a throwaway database dropped afterwards."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url, True
-        return
-    from sqlalchemy import create_engine, text
-
-    name = f"tracer_load_{os.getpid()}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name, False
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def ingest_runs(api: Any, engine: Any, manifests: list[tuple[str, Path]]) -> None:
     """Ingest + classify each copy, skipping run ids already classified (a persistent database)."""
     from sqlalchemy import select
@@ -179,7 +136,9 @@ def free_port() -> int:
 def tracer_server(database_url: str, data_dir: Path, log: Path) -> Iterator[int]:
     """`tracer serve` in its own process until the block ends; yields its port once healthy."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TRACER_API_TOKENS")}
+    env = {k: v for k, v in os.environ.items() if k != "TRACER_API_TOKENS"}
+    # As deployed: with Redis the API runs several gunicorn workers (jobs go to the queue).
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.update(DATABASE_URL=database_url, TRACER_DATA_ROOTS=str(data_dir.resolve()))
     cmd = [sys.executable, "-m", "tracer", "serve", "--host", HOST, "--port", str(port)]
     cmd += ["--workers", "2"]
@@ -403,11 +362,11 @@ def main(argv: list[str] | None = None) -> int:
     ensure_wrk()
     run_dir = ensure_run(args.data_dir, args.clients)
     client_ids = sample_client_ids(run_dir, SAMPLE_IDS)
-    api = _tracer()
+    api = tracer_api()
     journeys: list[LoadResult] = []
     with (
         tempfile.TemporaryDirectory(prefix="tracer_load_") as tmp_name,
-        load_database() as (
+        database("tracer_load") as (
             url,
             shared,
         ),

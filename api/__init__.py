@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import swagger_ui_bundle
+import flask_swagger_ui
 from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 
@@ -28,7 +28,7 @@ def create_app(config: Config | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        # Served from the swagger-ui-bundle wheel: the docs page works offline.
+        # Swagger UI 5 (OpenAPI 3.1) from the flask-swagger-ui wheel: the docs page works offline.
         OPENAPI_SWAGGER_UI_URL=DOCS_ASSETS,
         API_SPEC_OPTIONS={
             "info": {"description": "Record-level lineage: where did every client of a run go?"},
@@ -48,10 +48,14 @@ def create_app(config: Config | None = None) -> Flask:
         api.register_blueprint(blueprint)
     errors.register(app)
     auth.init_app(app)
-    assets = Path(swagger_ui_bundle.swagger_ui_path)
+    assets = Path(flask_swagger_ui.__file__).parent / "dist"
 
     @app.get(DOCS_ASSETS + "<path:name>")
     def docs_assets(name: str) -> ResponseReturnValue:
         return send_from_directory(assets, name)
+
+    @app.get("/favicon.ico")
+    def favicon() -> ResponseReturnValue:
+        return send_from_directory(assets, "favicon-32x32.png", mimetype="image/png")
 
     return app

@@ -20,7 +20,8 @@ from api.schemas import (
     PageArgsSchema,
     ReconciliationSchema,
 )
-from api.state import connection, state
+from api.schemas import ErrorSchema as ERROR
+from api.state import connection
 from tracer.queries.anomalies import MAX_LIMIT, anomalies, gap_keys
 from tracer.queries.journey import journey
 from tracer.queries.reconciliation import reconciliation
@@ -30,7 +31,7 @@ blp = Blueprint("lineage", __name__, url_prefix="/api/v1/runs", description="Whe
 
 @blp.route("/<run_id>/reconciliation")
 @blp.response(200, ReconciliationSchema)
-@blp.alt_response(404, description="No such run")
+@blp.alt_response(404, schema=ERROR, description="No such run")
 def get_reconciliation(run_id: str) -> dict[str, Any]:
     """The run's reconciliation: what `tracer report --json` prints."""
     with connection() as conn:
@@ -47,7 +48,7 @@ def get_reconciliation(run_id: str) -> dict[str, Any]:
     content_type="text/csv",
     schema={"type": "string"},
 )
-@blp.alt_response(404, description="No such run")
+@blp.alt_response(404, schema=ERROR, description="No such run")
 def get_anomalies(args: dict[str, Any], run_id: str) -> Any:
     """Keys with an outcome (or grain violation) at a stage, keyset-paginated by `next`."""
     if args["format"] == "csv":
@@ -92,7 +93,7 @@ def _csv(run_id: str, outcome: str, stage: str | None, first: dict[str, Any]) ->
 @blp.route("/<run_id>/gap_cells/<cell>/keys")
 @blp.arguments(PageArgsSchema, location="query")
 @blp.response(200, GapKeysPageSchema)
-@blp.alt_response(404, description="No such run")
+@blp.alt_response(404, schema=ERROR, description="No such run")
 def get_gap_keys(args: dict[str, Any], run_id: str, cell: str) -> dict[str, Any]:
     """The keys behind one cell of the gap (e.g. `lost`, `counted_twice`)."""
     with connection() as conn:
@@ -101,7 +102,7 @@ def get_gap_keys(args: dict[str, Any], run_id: str, cell: str) -> dict[str, Any]
 
 @blp.route("/<run_id>/clients/<key>")
 @blp.response(200, JourneySchema)
-@blp.alt_response(404, description="No such run, or the client has no record in it")
+@blp.alt_response(404, schema=ERROR, description="No such run, or the client has no record in it")
 def get_journey(run_id: str, key: str) -> dict[str, Any]:
     """Where did this client go? (single-column keys; see /clients?key=... for composite ones)"""
     with connection() as conn:
@@ -111,7 +112,7 @@ def get_journey(run_id: str, key: str) -> dict[str, Any]:
 @blp.route("/<run_id>/clients")
 @blp.arguments(KeyArgsSchema, location="query")
 @blp.response(200, JourneySchema)
-@blp.alt_response(404, description="No such run, or the client has no record in it")
+@blp.alt_response(404, schema=ERROR, description="No such run, or the client has no record in it")
 def get_journey_composite(args: dict[str, Any], run_id: str) -> dict[str, Any]:
     """Where did this client go? Key values in key-column order: `?key=LIS&key=42`."""
     with connection() as conn:
@@ -119,8 +120,7 @@ def get_journey_composite(args: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 @blp.route("/<run_a>/compare/<run_b>")
-@blp.response(501, description="Not implemented yet: run comparison is planned")
+@blp.response(501, ERROR, description="Not implemented yet: run comparison is planned")
 def compare(run_a: str, run_b: str) -> Any:
     """Compare two runs stage by stage and key by key (not built yet: answers 501)."""
-    state()  # the route exists so clients can discover it
     return error_response(501, f"comparing runs ({run_a} vs {run_b}) is not implemented yet")

@@ -9,6 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
 from api.state import connection, state
 from tracer.errors import ManifestError
@@ -59,7 +60,9 @@ class Runs(MethodView):
     @blp.doc(requestBody=MANIFEST_BODY)
     @blp.response(202, RunCreatedSchema)
     @blp.alt_response(
-        400, description="The manifest is invalid or names paths outside the data roots"
+        400,
+        schema=ERROR,
+        description="The manifest is invalid or names paths outside the data roots",
     )
     def post(self) -> dict[str, Any]:
         """Submit a run manifest: validated now, then ingested and classified by the workers."""
@@ -82,14 +85,14 @@ class Runs(MethodView):
 @blp.route("/<run_id>")
 class RunDetail(MethodView):
     @blp.response(200, RunDetailSchema)
-    @blp.alt_response(404, description="No such run")
+    @blp.alt_response(404, schema=ERROR, description="No such run")
     def get(self, run_id: str) -> dict[str, Any]:
         """A run: its status, each dataset's status, and its totals once classified."""
         with connection() as conn:
             return run_detail(conn, run_id)
 
     @blp.response(204)
-    @blp.alt_response(404, description="No such run")
+    @blp.alt_response(404, schema=ERROR, description="No such run")
     def delete(self, run_id: str) -> None:
         """Delete a run and everything derived from it (its partitions are dropped)."""
         delete_run(state().engine, run_id)

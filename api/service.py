@@ -7,6 +7,7 @@ from typing import Any
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
+from api.schemas import ErrorSchema as ERROR
 from api.schemas import (
     HealthSchema,
     HistoryArgsSchema,
@@ -26,7 +27,7 @@ blp = Blueprint(
 @blp.route("/clients/<key>/runs")
 @blp.arguments(HistoryArgsSchema(partial=("key",)), location="query")
 @blp.response(200, HistorySchema)
-@blp.alt_response(404, description="The client appears in no classified run")
+@blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
 def get_history(args: dict[str, Any], key: str) -> dict[str, Any]:
     """Every run this client appears in, newest first, with its final outcome there."""
     with connection() as conn:
@@ -36,7 +37,7 @@ def get_history(args: dict[str, Any], key: str) -> dict[str, Any]:
 @blp.route("/clients/runs")
 @blp.arguments(HistoryArgsSchema, location="query")
 @blp.response(200, HistorySchema)
-@blp.alt_response(404, description="The client appears in no classified run")
+@blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
 def get_history_composite(args: dict[str, Any]) -> dict[str, Any]:
     """History of a composite key: `?key=LIS&key=42`."""
     with connection() as conn:
@@ -45,7 +46,7 @@ def get_history_composite(args: dict[str, Any]) -> dict[str, Any]:
 
 @blp.route("/jobs/<job_id>")
 @blp.response(200, JobSchema)
-@blp.alt_response(404, description="No such job (or its record expired)")
+@blp.alt_response(404, schema=ERROR, description="No such job (or its record expired)")
 def get_job(job_id: str) -> dict[str, Any]:
     """A job's status: queued, started, deferred, finished or failed (with the error)."""
     job = state().dispatcher.status(job_id)

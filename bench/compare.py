@@ -114,6 +114,10 @@ class TracerResult:
     error: str | None = None
     reconciliation: dict[str, Any] | None = None
     steps: list[tuple[str, float]] = field(default_factory=list)  # (what ended, seconds)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # query -> p50/p99
+    server_peak_mb: float | None = None  # largest VmHWM among the run's Postgres backends
+    delete_s: float | None = None
+    storage_after_delete: int | None = None
 
 
 STORAGE_SQL = """
@@ -159,13 +163,83 @@ def run_tracer(api: Any, manifest: Path, repetition: int, phases: dict[str, Phas
                 s["stage"]: {o: (s.get("outcomes") or {}).get(o) for o in OUTCOMES}
                 for s in rec["stages"]
             }
-            if shared:
-                _delete_run(engine, run_id)
+            result.latency_ms = lookup_latencies(engine, run_id)
+            result.server_peak_mb = server_peak_mb(engine)
+            started = time.perf_counter()
+            api.delete_run(engine, run_id)
+            result.delete_s = time.perf_counter() - started
+            result.storage_after_delete = sum(storage_by_table(engine).values()) - sum(
+                before.values()
+            )
         finally:
             if variant is not None:
                 variant.unlink(missing_ok=True)
             engine.dispose()
     return result
+
+
+def lookup_latencies(engine: Any, run_id: str, samples: int = 2000) -> dict[str, dict[str, float]]:
+    """In-process latency of the questions users ask, on random keys of the run (no HTTP)."""
+    from sqlalchemy import text
+
+    from tracer.queries.anomalies import anomalies
+    from tracer.queries.journey import journey
+    from tracer.queries.reconciliation import reconciliation
+
+    with engine.connect() as conn:
+        keys = (
+            conn.execute(
+                text(
+                    "SELECT k.key FROM key_outcomes k JOIN runs r ON r.pk = k.run_pk "
+                    "WHERE r.run_id = :r ORDER BY random() LIMIT :n"
+                ),
+                {"r": run_id, "n": samples},
+            )
+            .scalars()
+            .all()
+        )
+        questions = {
+            "journey": [lambda k=k: journey(conn, run_id, [k]) for k in keys],
+            "anomalies_first_page": [lambda: anomalies(conn, run_id, "orphaned", limit=100)] * 200,
+            "reconciliation": [lambda: reconciliation(conn, run_id)] * 200,
+        }
+        out = {}
+        for name, calls in questions.items():
+            took = []
+            for call in calls:
+                started = time.perf_counter()
+                call()
+                took.append((time.perf_counter() - started) * 1000)
+            took.sort()
+            out[name] = {
+                "p50": round(took[len(took) // 2], 3),
+                "p99": round(took[min(len(took) - 1, int(len(took) * 0.99))], 3),
+            }
+        return out
+
+
+def server_peak_mb(engine: Any) -> float | None:
+    """Peak resident memory (VmHWM) of this database's Postgres backends, from /proc."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        pids = (
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+            .scalars()
+            .all()
+        )
+    peaks = []
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return round(max(peaks), 1) if peaks else None
 
 
 def _ingest(api: Any, engine: Any, manifest: Any, steps: list[tuple[str, float]]) -> str:
@@ -193,16 +267,6 @@ def _manifest_variant(manifest: Path, suffix: str) -> Path:
     path = manifest.with_name(f".manifest{suffix}.yaml")  # same folder: relative paths hold
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-def _delete_run(engine: Any, run_id: str) -> None:
-    """Leave a shared database as found (best effort: tracer.runs.delete_run)."""
-    try:
-        from tracer.runs import delete_run
-
-        delete_run(engine, run_id)
-    except Exception as exc:
-        print(f"note: could not delete bench run {run_id!r}: {exc}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- report
@@ -344,6 +408,19 @@ def main(argv: list[str] | None = None) -> int:
         print(", ".join(f"{what} {sec:.2f}" for what, sec in steps))
     if tracer_runs and tracer_runs[-1].storage:
         print_storage(tracer_runs[-1].storage, args.clients, n_stages)
+    last = tracer_runs[-1] if tracer_runs else None
+    if last is not None and last.latency_ms:
+        print("\nlookups in-process (ms)       p50       p99")
+        for name, lat in last.latency_ms.items():
+            print(f"  {name:<26}{lat['p50']:>8.2f}  {lat['p99']:>8.2f}")
+        print(
+            f"peak memory: client {phases['ingest'].rss_after_mb:.0f} MB (this process, after "
+            f"ingest+classify), Postgres backend {last.server_peak_mb} MB"
+        )
+        print(
+            f"delete_run: {last.delete_s:.2f} s; storage left by the run afterwards: "
+            f"{(last.storage_after_delete or 0) / 1e6:.1f} MB"
+        )
     print_counts(named)
     mismatches = diff_counts(named)
     for m in mismatches:
@@ -381,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
             _round(storage / args.clients / n_stages) if storage else None
         ),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tracer_peak_rss_mb": round(phases["ingest"].rss_after_mb, 1) if tracer_runs else None,
+        "server_peak_mb": last.server_peak_mb if last else None,
+        "lookup_ms": last.latency_ms if last else None,
+        "delete_s": _round(last.delete_s) if last else None,
+        "steps": {what: round(sec, 2) for what, sec in last.steps} if last else None,
     }
     if not counts_equal:
         summary["mismatches"] = mismatches

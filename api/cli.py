@@ -17,7 +17,7 @@ from tracer.config import Config
     "--workers",
     "processes",
     type=int,
-    help="gunicorn worker processes (default: GUNICORN_WORKERS or 2)",
+    help="gunicorn processes (default: GUNICORN_WORKERS or 2; 1 without REDIS_URL)",
 )
 @click.option("--dev", is_flag=True, help="Flask's development server (reloads, one process).")
 def serve(host: str, port: int, processes: int | None, dev: bool) -> None:

@@ -50,7 +50,7 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
     ids = conn.execute(select(datasets.c.id).where(datasets.c.run_pk == run_pk)).scalars().all()
     conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))  # index builds at attach
     with tempfile.TemporaryDirectory(prefix="tracer-classify-") as tmp:
-        files = _spill_chunks(conn, ids, Path(tmp))
+        files = _spill_chunks(conn, run_pk, ids, Path(tmp))
         duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
         duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
         try:
@@ -79,12 +79,14 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
     )
 
 
-def _spill_chunks(conn: Connection, dataset_ids: Sequence[int], folder: Path) -> list[str]:
+def _spill_chunks(
+    conn: Connection, run_pk: int, dataset_ids: Sequence[int], folder: Path
+) -> list[str]:
     """Write the run's chunks to local Parquet files so DuckDB can stream (and spill) them."""
     files = []
     query = (
         select(dataset_chunks.c.dataset_id, dataset_chunks.c.seq, dataset_chunks.c.data)
-        .where(dataset_chunks.c.dataset_id.in_(dataset_ids))
+        .where(dataset_chunks.c.run_pk == run_pk, dataset_chunks.c.dataset_id.in_(dataset_ids))
         .execution_options(stream_results=True, yield_per=4)
     )
     rows = conn.execute(query)

@@ -59,6 +59,7 @@ class IngestResult:
 
 def ingest_dataset(
     conn: Connection,
+    run_pk: int,
     dataset_id: int,
     dataset: Dataset,
     pipeline: Pipeline,
@@ -74,12 +75,20 @@ def ingest_dataset(
     if digest == previous_fingerprint:
         return IngestResult(dataset.name, skipped=True, rows=0, keys=0)
     reader = _Reader(dataset, pipeline, source)
-    conn.execute(delete(dataset_chunks).where(dataset_chunks.c.dataset_id == dataset_id))
+    conn.execute(
+        delete(dataset_chunks).where(
+            dataset_chunks.c.run_pk == run_pk, dataset_chunks.c.dataset_id == dataset_id
+        )
+    )
     keys = 0
     for seq, table in enumerate(reader.chunks(dataset_id)):
         conn.execute(
             insert(dataset_chunks).values(
-                dataset_id=dataset_id, seq=seq, keys=table.num_rows, data=_parquet_bytes(table)
+                run_pk=run_pk,
+                dataset_id=dataset_id,
+                seq=seq,
+                keys=table.num_rows,
+                data=_parquet_bytes(table),
             )
         )
         keys += table.num_rows

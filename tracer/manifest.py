@@ -23,8 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tracer import keys as keymod
 from tracer.errors import ManifestError
 from tracer.graph import StageGraph, build_graph
-from tracer.sources import glob_base as _glob_base
-from tracer.sources import open_dataset, resolve_path
+from tracer.sources import glob_base, open_dataset, resolve_path
 
 
 class _Model(BaseModel):
@@ -405,7 +404,7 @@ class _Validator:
         if self.roots is None:
             return True
         for path in paths:
-            real = Path(os.path.realpath(_glob_base(path) if "://" not in path else path))
+            real = Path(os.path.realpath(glob_base(path) if "://" not in path else path))
             if "://" in path or not any(real.is_relative_to(root) for root in self.roots):
                 roots = ", ".join(str(r) for r in self.roots)
                 self.fail(f"{at}: {uri} is outside the data roots ({roots})")

@@ -11,11 +11,23 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from tracer.tables import PARTITIONED_BY_RUN
+from tracer.tables import PARTITIONED_BY_RUN, dataset_chunks
 
 
 def run_partition(table: str, run_pk: int) -> str:
     return f"{table}_r{int(run_pk)}"
+
+
+def ensure_chunk_partition(conn: Connection, run_pk: int) -> None:
+    """The run's partition of `dataset_chunks`, where its datasets' rows per key go."""
+    name = run_partition(dataset_chunks.name, run_pk)
+    conn.execute(
+        text(
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {dataset_chunks.name} "
+            f"FOR VALUES IN ({int(run_pk)})"
+        )
+    )
+    conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN data SET STORAGE EXTERNAL"))
 
 
 def create_loading_tables(conn: Connection, run_pk: int) -> dict[str, str]:
@@ -53,7 +65,8 @@ def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
 
 
 def drop_run_partitions(conn: Connection, run_pk: int) -> None:
-    for table in PARTITIONED_BY_RUN:
+    """Everything stored for the run: its chunks and what was derived from them."""
+    for table in (dataset_chunks, *PARTITIONED_BY_RUN):
         name = run_partition(table.name, run_pk)
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
         conn.execute(text(f"DROP TABLE IF EXISTS {name}_load"))

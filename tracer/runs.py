@@ -21,7 +21,7 @@ from tracer.classify import classify_run
 from tracer.errors import ConflictError, NotFoundError, TracerError
 from tracer.ingest import IngestResult, Progress, ingest_dataset
 from tracer.manifest import Dataset, Manifest, parse_manifest
-from tracer.partitions import drop_run_partitions
+from tracer.partitions import drop_run_partitions, ensure_chunk_partition
 from tracer.tables import datasets, pipelines, runs
 
 
@@ -44,7 +44,7 @@ def ingest_manifest(
         changed = False
         for dataset, dataset_id, previous in reg.datasets:
             result = ingest_dataset(
-                conn, dataset_id, dataset, manifest.pipeline, previous, progress
+                conn, reg.run_pk, dataset_id, dataset, manifest.pipeline, previous, progress
             )
             if result.skipped and progress:
                 progress(dataset.name, 0)
@@ -84,6 +84,7 @@ def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting"
                 f"{manifest.pipeline.name!r}; delete the run first or give this one a new id"
             )
         conn.execute(update(runs).where(runs.c.pk == run_pk).values(status=status, **values))
+    ensure_chunk_partition(conn, run_pk)
     stored = {
         (r.role, r.name): r
         for r in conn.execute(
@@ -146,7 +147,7 @@ def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
         manifest = stored_manifest(conn, row.run_pk)
         dataset = next(d for d in manifest.datasets if (d.role, d.name) == (row.role, row.name))
         previous = row.fingerprint if row.status == "ingested" else None
-        return ingest_dataset(conn, dataset_id, dataset, manifest.pipeline, previous)
+        return ingest_dataset(conn, row.run_pk, dataset_id, dataset, manifest.pipeline, previous)
 
 
 def classify_step(engine: Engine, run_pk: int) -> None:

@@ -1,9 +1,10 @@
 """Postgres schema: SQLAlchemy Core tables on one MetaData with a naming convention.
 
 What ingestion keeps of a dataset (rows per key) lives in `dataset_chunks` as
-compressed Parquet. What classification derives for a run (`key_outcomes`,
-`anomalies`, `key_reasons`) is partitioned by run, so a run is replaced or
-dropped as a unit (DROP TABLE, not DELETE) and queries prune to it.
+compressed Parquet; what classification derives for a run (`key_outcomes`,
+`anomalies`, `key_reasons`) sits beside it. All four are partitioned by run, so
+a run is replaced or dropped as a unit (DROP TABLE, not DELETE: the space comes
+back at once) and queries prune to it.
 Partitions are created by `tracer.partitions`; Alembic creates the parents.
 Keys use the "C" collation: byte order sorts and indexes several times faster
 than a linguistic collation, and keys are identifiers, not prose.
@@ -107,11 +108,13 @@ stage_summaries = Table(
 dataset_chunks = Table(
     "dataset_chunks",
     metadata,
+    Column("run_pk", Integer, primary_key=True),
     Column("dataset_id", ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
     Column("seq", Integer, primary_key=True),
     Column("keys", Integer, nullable=False),
     # zstd Parquet of tracer.ingest.CHUNK_SCHEMA; stored EXTERNAL (no second compression).
     Column("data", LargeBinary, nullable=False),
+    postgresql_partition_by="LIST (run_pk)",
 )
 
 key_outcomes = Table(

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from tracer.errors import NotFoundError
+from tracer.errors import NotFoundError, TracerError
 from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
 from tracer.queries.common import load_run, run_info
 from tracer.tables import datasets, key_outcomes, key_reasons, pipelines, runs
@@ -97,9 +97,10 @@ def history(
     found = []
     for row in conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.pk.desc())):
         run = run_info(row)
-        if len(run.key) != len(key_values):
+        try:
+            key = run.encode_key(key_values)
+        except TracerError:  # another pipeline's key: other arity or type
             continue
-        key = run.encode_key(key_values)
         hit = conn.execute(
             select(key_outcomes.c.final).where(
                 key_outcomes.c.run_pk == run.pk, key_outcomes.c.key == key

@@ -294,11 +294,12 @@ def print_phases(phases: dict[str, Phase], duck_s: float | None) -> None:
         )
 
 
-def print_storage(storage: dict[str, int], clients: int, stages: int) -> None:
+def print_storage(storage: dict[str, int], clients: int, stages: int, rows: int) -> None:
     total = sum(storage.values())
     print(
         f"\nPostgres storage added by the run: {total / 1e6:.1f} MB = {total / clients:.0f} B "
-        f"per client = {total / clients / stages:.1f} B per client per stage"
+        f"per client = {total / clients / stages:.1f} B per client per stage = "
+        f"{total / rows:.1f} B per input row"
     )
     for table, size in sorted(storage.items(), key=lambda kv: -kv[1]):
         if size:
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ntracer ingest+classify breakdown (last repetition): ", end="")
         print(", ".join(f"{what} {sec:.2f}" for what, sec in steps))
     if tracer_runs and tracer_runs[-1].storage:
-        print_storage(tracer_runs[-1].storage, args.clients, n_stages)
+        print_storage(tracer_runs[-1].storage, args.clients, n_stages, total_rows)
     last = tracer_runs[-1] if tracer_runs else None
     if last is not None and last.latency_ms:
         print("\nlookups in-process (ms)       p50       p99")
@@ -457,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         "storage_b_per_client_stage": (
             _round(storage / args.clients / n_stages) if storage else None
         ),
+        "storage_b_per_row": _round(storage / total_rows) if storage else None,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "tracer_peak_rss_mb": round(phases["ingest"].rss_after_mb, 1) if tracer_runs else None,
         "server_peak_mb": last.server_peak_mb if last else None,

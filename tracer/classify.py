@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
-from tracer.ingest import KIND_OPERATIONAL, KIND_OUTPUT, KIND_REPORTED, duckdb_connection
+from tracer.ingest import KIND_OPERATIONAL, KIND_REPORTED, duckdb_connection
 from tracer.manifest import Pipeline, Stage
 from tracer.outcomes import STAGE_OUTCOMES, UNREMARKABLE, Final, Outcome
 from tracer.partitions import attach_loaded_tables, create_loading_tables
@@ -47,10 +48,20 @@ _NO_ROWS = (
 
 def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
     """Recompute every outcome of the run from its ingested datasets, atomically."""
-    ids = conn.execute(select(datasets.c.id).where(datasets.c.run_pk == run_pk)).scalars().all()
+    rows = conn.execute(
+        select(datasets.c.id, datasets.c.role, datasets.c.name).where(datasets.c.run_pk == run_pk)
+    ).all()
     conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))  # index builds at attach
     with tempfile.TemporaryDirectory(prefix="tracer-classify-") as tmp:
-        files = _spill_chunks(conn, run_pk, ids, Path(tmp))
+        spilled = _spill_chunks(conn, run_pk, [r.id for r in rows], Path(tmp))
+        files = _RunFiles(
+            outputs={
+                pipeline.stage(r.name).index: spilled.get(r.id, [])
+                for r in rows
+                if r.role == "output"
+            },
+            traces=[f for r in rows if r.role == "traceability" for f in spilled.get(r.id, [])],
+        )
         duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
         duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
         try:
@@ -58,7 +69,7 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
             tables = create_loading_tables(conn, run_pk)
             _copy(conn, tables["key_outcomes"], duck, _key_outcomes_select(pipeline, run_pk))
             _copy(conn, tables["anomalies"], duck, _anomalies_select(pipeline, run_pk))
-            _copy(conn, tables["key_reasons"], duck, _reasons_select(run_pk))
+            _copy(conn, tables["key_reasons"], duck, _reasons_select(run_pk, files))
             summaries = _stage_summaries(conn, duck, run_pk, pipeline)
             totals, cells = run_totals(duck, summaries)
         finally:
@@ -79,35 +90,43 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _RunFiles:
+    outputs: dict[int, list[str]]  # stage index -> its output's chunk files
+    traces: list[str]
+
+    @property
+    def every(self) -> list[str]:
+        return [f for files in self.outputs.values() for f in files] + self.traces
+
+
 def _spill_chunks(
     conn: Connection, run_pk: int, dataset_ids: Sequence[int], folder: Path
-) -> list[str]:
+) -> dict[int, list[str]]:
     """Write the run's chunks to local Parquet files so DuckDB can stream (and spill) them."""
-    files = []
+    files: dict[int, list[str]] = {}
     query = (
         select(dataset_chunks.c.dataset_id, dataset_chunks.c.seq, dataset_chunks.c.data)
         .where(dataset_chunks.c.run_pk == run_pk, dataset_chunks.c.dataset_id.in_(dataset_ids))
         .execution_options(stream_results=True, yield_per=4)
     )
-    rows = conn.execute(query)
-    for dataset_id, seq, data in rows:
+    for dataset_id, seq, data in conn.execute(query):
         path = folder / f"{dataset_id}-{seq}.parquet"
         path.write_bytes(data)
-        files.append(str(path))
+        files.setdefault(dataset_id, []).append(str(path))
     return files
 
 
-def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: list[str]) -> None:
+def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
     """Build table `cls`: per key, every stage's in/out/drops, outcome, and the final outcome.
 
-    Each step is materialised: DuckDB inlines CTEs, and the outcome CASEs refer to
-    the in-expressions many times over. Outputs are joined rather than pivoted with
-    FILTER: their chunks hold one row per key already, and at 1M clients the joins
-    took 1.7 s where the 28-aggregate pivot took 2.9 s (9 s reading Parquet inline).
+    The chunk files are read where needed, never loaded whole: each stage's output
+    (one row per key) is hash-joined onto the run's distinct keys, which at 1M
+    clients took 1.7 s where a 28-aggregate FILTER pivot took 2.9 s. Each step is
+    materialised and the previous one dropped: DuckDB inlines CTEs, and the
+    outcome CASEs refer to the in-expressions many times over.
     """
     stages = pipeline.stages
-    source = _read(files) if files else _NO_ROWS
-    duck.execute(f"CREATE TABLE raw AS SELECT * FROM {source}")
     trace = ", ".join(
         f"coalesce(sum(rows) FILTER (WHERE kind = {kind} AND stage = {s.index}), 0)::INTEGER "
         f"AS {col}{s.index}"
@@ -115,8 +134,7 @@ def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: list[s
         for col, kind in (("r", KIND_REPORTED), ("p", KIND_OPERATIONAL))
     )
     duck.execute(
-        f"CREATE TABLE drops AS SELECT key, {trace} FROM raw "
-        f"WHERE kind <> {KIND_OUTPUT} GROUP BY key"
+        f"CREATE TABLE drops AS SELECT key, {trace} FROM {_read(files.traces)} GROUP BY key"
     )
     columns = ["k.key"]
     joins = []
@@ -128,17 +146,19 @@ def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: list[s
         ]
         columns += [f"coalesce(d.r{i}, 0) AS r{i}", f"coalesce(d.p{i}, 0) AS p{i}"]
         joins.append(
-            f"LEFT JOIN (SELECT key, rows, grains FROM raw WHERE kind = {KIND_OUTPUT} "
-            f"AND stage = {i}) s{i} ON s{i}.key = k.key"
+            f"LEFT JOIN (SELECT key, rows, grains FROM {_read(files.outputs.get(i, []))}) s{i} "
+            f"ON s{i}.key = k.key"
         )
     duck.execute(
-        f"CREATE TABLE k AS SELECT {', '.join(columns)} FROM (SELECT DISTINCT key FROM raw) k "
+        f"CREATE TABLE k AS SELECT {', '.join(columns)} "
+        f"FROM (SELECT DISTINCT key FROM {_read(files.every)}) k "
         f"{' '.join(joins)} LEFT JOIN drops d ON d.key = k.key"
     )
+    duck.execute("DROP TABLE drops")
     ins = ", ".join(f"({_in_expr(pipeline, s)})::INTEGER AS i{s.index}" for s in stages)
-    duck.execute(f"CREATE TABLE ki AS SELECT *, {ins} FROM k")
+    duck.execute(f"CREATE TABLE ki AS SELECT *, {ins} FROM k; DROP TABLE k")
     outcomes = ", ".join(f"{_outcome_expr(s)} AS c{s.index}" for s in stages)
-    duck.execute(f"CREATE TABLE kc AS SELECT *, {outcomes} FROM ki")
+    duck.execute(f"CREATE TABLE kc AS SELECT *, {outcomes} FROM ki; DROP TABLE ki")
     finals = " OR ".join(f"o{pipeline.stage(n).index} > 0" for n in pipeline.graph.finals)
     roots = " OR ".join(f"o{pipeline.stage(n).index} > 0" for n in pipeline.graph.roots)
     left = " ".join(
@@ -155,13 +175,16 @@ SELECT *,
             ELSE {Final.NEVER_ENTERED.value} END AS final,
        ({roots}) AS entered, ({finals}) AS targeted,
        ({traced}) > 0 AS traced, ({reported}) > 0 AS traced_reported
-FROM kc
+FROM kc;
+DROP TABLE kc
 """
     )
-    duck.execute("DROP TABLE k; DROP TABLE ki; DROP TABLE kc; DROP TABLE drops")
 
 
 def _read(files: list[str]) -> str:
+    """The chunk files as a relation (an empty one, typed alike, when there are none)."""
+    if not files:
+        return _NO_ROWS
     quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     return f"read_parquet([{quoted}])"
 
@@ -256,11 +279,8 @@ def _anomalies_select(pipeline: Pipeline, run_pk: int) -> str:
     return "\nUNION ALL\n".join(parts)
 
 
-def _reasons_select(run_pk: int) -> str:
-    return (
-        f"SELECT {int(run_pk)}, key, stage, dataset_id, reason, rows FROM raw "
-        f"WHERE kind <> {KIND_OUTPUT}"
-    )
+def _reasons_select(run_pk: int, files: _RunFiles) -> str:
+    return f"SELECT {int(run_pk)}, key, stage, dataset_id, reason, rows FROM {_read(files.traces)}"
 
 
 def _copy(conn: Connection, table: str, duck: duckdb.DuckDBPyConnection, query: str) -> None:

@@ -36,29 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from common import database, tracer_api
-
-try:
-    from bench.generate import DEFAULT_SEED, expected_counts
-    from bench.reference import (
-        OUTCOMES,
-        Counts,
-        dataset_rows,
-        diff_counts,
-        duckdb_counts,
-        pandas_counts,
-        read_manifest,
-    )
-except ImportError:  # run as a script: python bench/compare.py
-    from generate import DEFAULT_SEED, expected_counts  # type: ignore[no-redef]
-    from reference import (  # type: ignore[no-redef]
-        OUTCOMES,
-        Counts,
-        dataset_rows,
-        diff_counts,
-        duckdb_counts,
-        pandas_counts,
-        read_manifest,
-    )
+from generate import DEFAULT_SEED, expected_counts
+from reference import (
+    OUTCOMES,
+    Counts,
+    dataset_rows,
+    diff_counts,
+    duckdb_counts,
+    pandas_counts,
+    read_manifest,
+)
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

@@ -45,11 +45,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import yaml
 from common import database, tracer_api
-
-try:
-    from bench.generate import generate
-except ImportError:  # run as a script: python bench/load.py
-    from generate import generate  # type: ignore[no-redef]
+from generate import generate
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

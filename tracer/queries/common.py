@@ -49,9 +49,13 @@ class RunInfo:
         }
 
 
-def load_run(conn: Connection, run_id: str, classified: bool = True) -> RunInfo:
+def load_run(
+    conn: Connection, run_id: str, classified: bool = True, summary: bool = False
+) -> RunInfo:
+    """The run as queries need it; its totals and gap cells (kilobytes of JSON) on request."""
+    columns = [c for c in runs.c if summary or c.name not in ("totals", "gap_cells")]
     row = conn.execute(
-        select(runs, pipelines.c.name.label("pipeline_name"))
+        select(*columns, pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
         .where(runs.c.run_id == run_id)
     ).first()

@@ -25,11 +25,16 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
         )
     reasons: dict[int, list[dict[str, Any]]] = {}
     r = key_reasons.c
-    for reason in conn.execute(
-        select(r.stage, r.reason, r.rows, datasets.c.name, datasets.c.role, datasets.c.id)
-        .join(datasets, datasets.c.id == r.dataset_id)
-        .where(r.run_pk == run.pk, r.key == key)
-        .order_by(r.stage, datasets.c.name, r.reason)
+    # Only a traced key has reasons: most lookups skip this query.
+    for reason in (
+        []
+        if not row.traced
+        else conn.execute(
+            select(r.stage, r.reason, r.rows, datasets.c.name, datasets.c.role, datasets.c.id)
+            .join(datasets, datasets.c.id == r.dataset_id)
+            .where(r.run_pk == run.pk, r.key == key)
+            .order_by(r.stage, datasets.c.name, r.reason)
+        )
     ):
         reasons.setdefault(reason.stage, []).append(
             {

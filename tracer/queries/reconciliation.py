@@ -13,7 +13,7 @@ from tracer.tables import stage_summaries
 
 def reconciliation(conn: Connection, run_id: str) -> dict[str, Any]:
     """The object `tracer report --json` prints; precomputed at classification."""
-    run = load_run(conn, run_id)
+    run = load_run(conn, run_id, summary=True)
     stages = conn.execute(
         select(stage_summaries)
         .where(stage_summaries.c.run_pk == run.pk)

@@ -10,12 +10,11 @@ one text column serves every lookup.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import pyarrow as pa
 
 SEPARATOR = "\x1f"
-KEY_TYPES = ("int64", "string")
 
 
 def type_family(dtype: pa.DataType) -> str | None:
@@ -85,12 +84,3 @@ def decode(text: str, key_types: Sequence[str], names: Sequence[str]) -> dict[st
         name: int(part) if key_type == "int64" else part
         for name, key_type, part in zip(names, key_types, parts, strict=True)
     }
-
-
-def display(text: str) -> str:
-    """The stored key for a human table: components separated by '|'."""
-    return text.replace(SEPARATOR, "|")
-
-
-def as_types(key: Sequence[str], key_types: Mapping[str, str]) -> list[str]:
-    return [key_types[c] for c in key]

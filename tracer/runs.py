@@ -28,7 +28,6 @@ from tracer.tables import datasets, pipelines, runs
 @dataclass(frozen=True)
 class Registered:
     run_pk: int
-    created: bool
     datasets: list[tuple[Dataset, int, str | None]]  # dataset, its id, its stored fingerprint
 
 
@@ -112,7 +111,7 @@ def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting"
             conn.execute(update(datasets).where(datasets.c.id == old.id).values(uri=d.uri))
             previous = old.fingerprint if old.status == "ingested" else None
             out.append((d, old.id, previous))
-    return Registered(run_pk, row is None, out)
+    return Registered(run_pk, out)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,23 @@ space comes back at once.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import Connection, text
 
-from tracer.tables import PARTITIONED_BY_RUN, dataset_chunks
+from tracer.tables import NAMING, PARTITIONED_BY_RUN, dataset_chunks
+
+_PARTITIONED = (dataset_chunks, *PARTITIONED_BY_RUN)
+_PARTITION_NAME = re.compile(rf"^(?:{'|'.join(t.name for t in _PARTITIONED)})_r\d+(?:_load)?$")
 
 
 def run_partition(table: str, run_pk: int) -> str:
     return f"{table}_r{int(run_pk)}"
+
+
+def is_run_partition(name: str) -> bool:
+    """A table made per run at ingestion, which migrations must neither create nor drop."""
+    return _PARTITION_NAME.match(name) is not None
 
 
 def ensure_chunk_partition(conn: Connection, run_pk: int) -> None:
@@ -28,6 +38,9 @@ def ensure_chunk_partition(conn: Connection, run_pk: int) -> None:
         )
     )
     conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN data SET STORAGE EXTERNAL"))
+    # Postgres names the inherited key "<name>_pkey"; the metadata's convention says otherwise.
+    pk_name = NAMING["pk"] % {"table_name": name}
+    conn.execute(text(f"ALTER INDEX IF EXISTS {name}_pkey RENAME TO {pk_name}"))
 
 
 def create_loading_tables(conn: Connection, run_pk: int) -> dict[str, str]:
@@ -47,12 +60,17 @@ def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
         final = run_partition(table.name, pk)
         loading = final + "_load"
         # Built now, once, on the full table; ATTACH adopts them instead of building its own.
+        # Named by the metadata's convention for the final name: RENAME keeps index names.
         if table.primary_key.columns:
             columns = ", ".join(c.name for c in table.primary_key.columns)
-            conn.execute(text(f"ALTER TABLE {loading} ADD PRIMARY KEY ({columns})"))
+            pk_name = NAMING["pk"] % {"table_name": final}
+            conn.execute(
+                text(f"ALTER TABLE {loading} ADD CONSTRAINT {pk_name} PRIMARY KEY ({columns})")
+            )
         for index in table.indexes:
             columns = ", ".join(c.name for c in index.columns)
-            conn.execute(text(f"CREATE INDEX ON {loading} ({columns})"))
+            ix_name = NAMING["ix"] % {"column_0_label": f"{final}_{next(iter(index.columns)).name}"}
+            conn.execute(text(f"CREATE INDEX {ix_name} ON {loading} ({columns})"))
         # Proves the partition bound up front, so ATTACH skips its own scan.
         conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
     for table in PARTITIONED_BY_RUN:
@@ -66,7 +84,7 @@ def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
 
 def drop_run_partitions(conn: Connection, run_pk: int) -> None:
     """Everything stored for the run: its chunks and what was derived from them."""
-    for table in (dataset_chunks, *PARTITIONED_BY_RUN):
+    for table in _PARTITIONED:
         name = run_partition(table.name, run_pk)
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
         conn.execute(text(f"DROP TABLE IF EXISTS {name}_load"))

@@ -1,10 +1,10 @@
-"""Classification of a run: the outcome table of lineage-semantics.md, set-based in DuckDB.
+"""Classification of a run: the outcome table of docs/semantics.md, set-based in DuckDB.
 
 The run's per-key rows (one chunk set per dataset, written by ingestion) are
 read back as Parquet; one grouped pass pivots every key into per-stage columns
-(out, distinct grains, reported and operational drops) with FILTER; `in(k)` of
-each stage is an expression over its parents' columns (routed splits
-included) and the outcome a CASE in the table's first-match order. The result
+(out, distinct grains, reported and operational drops); `in(k)` of each stage
+is an expression over its parents' columns (routed splits included) and the
+outcome a CASE generated from tracer.outcomes.OUTCOME_RULES in first-match order. The result
 (one row per key with per-stage arrays, the anomaly list, the reasons) is
 COPYed into fresh run partitions; stage summaries and run totals are computed
 from the same table. Measured on this machine type, classifying in DuckDB in
@@ -15,8 +15,9 @@ same single pass that beat joins of adjacent stages in Postgres.
 from __future__ import annotations
 
 import io
+import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,22 @@ from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from tracer.ingest import KIND_OPERATIONAL, KIND_REPORTED, duckdb_connection
 from tracer.manifest import Pipeline, Stage
-from tracer.outcomes import STAGE_OUTCOMES, UNREMARKABLE, Final, Outcome
+from tracer.outcomes import (
+    COUNT_VARIABLES,
+    ENTRY_RULE,
+    FANOUT_EXPECTED,
+    GRAIN_DISTINCT,
+    OUTCOME_RULES,
+    STAGE_OUTCOMES,
+    UNREMARKABLE,
+    Final,
+    Outcome,
+    Rule,
+)
 from tracer.partitions import attach_loaded_tables, create_loading_tables
 from tracer.reconcile import flags_by_stage, run_totals
 from tracer.tables import dataset_chunks, datasets, runs, stage_summaries
 
-O = Outcome  # noqa: E741 - short alias keeps the generated SQL readable
 # Quote strings, leave NULL bare: Postgres CSV reads "" as '' and a bare field as NULL.
 _CSV = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
 _BATCH = 1 << 18
@@ -117,8 +128,21 @@ def _spill_chunks(
     return files
 
 
+def _columns(i: int) -> dict[str, str]:
+    """The classifier's columns for the stage at index `i`, by the contract's count names."""
+    return {
+        "in": f"rows_in_{i}",
+        "out": f"rows_out_{i}",
+        "drop_rep": f"drop_reported_{i}",
+        "drop_ops": f"drop_operational_{i}",
+        "drop": f"(drop_reported_{i} + drop_operational_{i})",
+        "grains": f"grains_{i}",
+        "outcome": f"outcome_{i}",
+    }
+
+
 def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
-    """Build table `cls`: per key, every stage's in/out/drops, outcome, and the final outcome.
+    """Build table `key_finals`: per key, each stage's counts and outcome, and the final outcome.
 
     The chunk files are read where needed, never loaded whole: each stage's output
     (one row per key) is hash-joined onto the run's distinct keys, which at 1M
@@ -126,59 +150,82 @@ def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFi
     materialised and the previous one dropped: DuckDB inlines CTEs, and the
     outcome CASEs refer to the in-expressions many times over.
     """
-    stages = pipeline.stages
-    trace = ", ".join(
+    _trace_rows(duck, pipeline, files)
+    _key_rows(duck, pipeline, files)
+    _step(duck, "key_inputs", "key_rows", [
+        f"({_in_expr(pipeline, s)})::INTEGER AS {_columns(s.index)['in']}" for s in pipeline.stages
+    ])  # fmt: skip
+    _step(duck, "key_stage_outcomes", "key_inputs", [
+        f"{_outcome_expr(s)} AS {_columns(s.index)['outcome']}" for s in pipeline.stages
+    ])  # fmt: skip
+    _step(duck, "key_finals", "key_stage_outcomes", _final_columns(pipeline))
+
+
+def _step(duck: duckdb.DuckDBPyConnection, table: str, source: str, columns: list[str]) -> None:
+    """One named step: `source` plus `columns`, materialised as `table`; `source` is dropped."""
+    duck.execute(f"CREATE TABLE {table} AS SELECT *, {', '.join(columns)} FROM {source}")
+    duck.execute(f"DROP TABLE {source}")
+
+
+def _trace_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
+    """Table `trace_rows`: per key, its reported and operational drop rows at every stage."""
+    sums = ", ".join(
         f"coalesce(sum(rows) FILTER (WHERE kind = {kind} AND stage = {s.index}), 0)::INTEGER "
-        f"AS {col}{s.index}"
-        for s in stages
-        for col, kind in (("r", KIND_REPORTED), ("p", KIND_OPERATIONAL))
+        f"AS {_columns(s.index)[name]}"
+        for s in pipeline.stages
+        for name, kind in (("drop_rep", KIND_REPORTED), ("drop_ops", KIND_OPERATIONAL))
     )
     duck.execute(
-        f"CREATE TABLE drops AS SELECT key, {trace} FROM {_read(files.traces)} GROUP BY key"
+        f"CREATE TABLE trace_rows AS SELECT key, {sums} FROM {_read(files.traces)} GROUP BY key"
     )
-    columns = ["k.key"]
+
+
+def _key_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
+    """Table `key_rows`: every key of the run with its output rows, grains and drops per stage."""
+    selected = ["keys.key"]
     joins = []
-    for s in stages:
-        i = s.index
-        columns += [
-            f"coalesce(s{i}.rows, 0)::INTEGER AS o{i}",
-            f"coalesce(s{i}.grains, 0)::INTEGER AS g{i}",
+    for s in pipeline.stages:
+        c, out = _columns(s.index), f"output_{s.index}"
+        selected += [
+            f"coalesce({out}.rows, 0)::INTEGER AS {c['out']}",
+            f"coalesce({out}.grains, 0)::INTEGER AS {c['grains']}",
+            f"coalesce(trace_rows.{c['drop_rep']}, 0) AS {c['drop_rep']}",
+            f"coalesce(trace_rows.{c['drop_ops']}, 0) AS {c['drop_ops']}",
         ]
-        columns += [f"coalesce(d.r{i}, 0) AS r{i}", f"coalesce(d.p{i}, 0) AS p{i}"]
         joins.append(
-            f"LEFT JOIN (SELECT key, rows, grains FROM {_read(files.outputs.get(i, []))}) s{i} "
-            f"ON s{i}.key = k.key"
+            f"LEFT JOIN (SELECT key, rows, grains FROM {_read(files.outputs.get(s.index, []))}) "
+            f"{out} ON {out}.key = keys.key"
         )
     duck.execute(
-        f"CREATE TABLE k AS SELECT {', '.join(columns)} "
-        f"FROM (SELECT DISTINCT key FROM {_read(files.every)}) k "
-        f"{' '.join(joins)} LEFT JOIN drops d ON d.key = k.key"
+        f"CREATE TABLE key_rows AS SELECT {', '.join(selected)} "
+        f"FROM (SELECT DISTINCT key FROM {_read(files.every)}) keys "
+        f"{' '.join(joins)} LEFT JOIN trace_rows ON trace_rows.key = keys.key"
     )
-    duck.execute("DROP TABLE drops")
-    ins = ", ".join(f"({_in_expr(pipeline, s)})::INTEGER AS i{s.index}" for s in stages)
-    duck.execute(f"CREATE TABLE ki AS SELECT *, {ins} FROM k; DROP TABLE k")
-    outcomes = ", ".join(f"{_outcome_expr(s)} AS c{s.index}" for s in stages)
-    duck.execute(f"CREATE TABLE kc AS SELECT *, {outcomes} FROM ki; DROP TABLE ki")
-    finals = " OR ".join(f"o{pipeline.stage(n).index} > 0" for n in pipeline.graph.finals)
-    roots = " OR ".join(f"o{pipeline.stage(n).index} > 0" for n in pipeline.graph.roots)
+    duck.execute("DROP TABLE trace_rows")
+
+
+def _final_columns(pipeline: Pipeline) -> list[str]:
+    """The final outcome and the gap's three questions (docs/semantics.md#journeys, #gap)."""
+
+    def any_out(names: Sequence[str]) -> str:
+        return " OR ".join(f"{_columns(pipeline.stage(n).index)['out']} > 0" for n in names)
+
+    finals, roots = any_out(pipeline.graph.finals), any_out(pipeline.graph.roots)
     left = " ".join(
-        f"WHEN i{s.index} >= 1 AND o{s.index} = 0 THEN {_final_of(f'c{s.index}')}"
-        for s in reversed(stages)
+        f"WHEN {c['in']} >= 1 AND {c['out']} = 0 THEN {_final_of(c['outcome'])}"
+        for c in (_columns(s.index) for s in reversed(pipeline.stages))
     )
-    traced = " + ".join(f"r{s.index} + p{s.index}" for s in stages)
-    reported = " + ".join(f"r{s.index}" for s in stages)
-    duck.execute(
-        f"""
-CREATE TABLE cls AS
-SELECT *,
-       CASE WHEN {finals} THEN {Final.TARGETED.value} {left}
-            ELSE {Final.NEVER_ENTERED.value} END AS final,
-       ({roots}) AS entered, ({finals}) AS targeted,
-       ({traced}) > 0 AS traced, ({reported}) > 0 AS traced_reported
-FROM kc;
-DROP TABLE kc
-"""
-    )
+    columns = [_columns(s.index) for s in pipeline.stages]
+    traced = " + ".join(c["drop"] for c in columns)
+    reported = " + ".join(c["drop_rep"] for c in columns)
+    return [
+        f"CASE WHEN {finals} THEN {Final.TARGETED.value} {left} "
+        f"ELSE {Final.NEVER_ENTERED.value} END AS final",
+        f"({roots}) AS entered",
+        f"({finals}) AS targeted",
+        f"({traced}) > 0 AS traced",
+        f"({reported}) > 0 AS traced_reported",
+    ]
 
 
 def _read(files: list[str]) -> str:
@@ -190,8 +237,8 @@ def _read(files: list[str]) -> str:
 
 
 def _present(stage: Stage) -> str:
-    i = stage.index
-    return f"(o{i} + r{i} + p{i} > 0)"
+    c = _columns(stage.index)
+    return f"({c['out']} + {c['drop']} > 0)"
 
 
 def _in_expr(pipeline: Pipeline, stage: Stage) -> str:
@@ -201,7 +248,7 @@ def _in_expr(pipeline: Pipeline, stage: Stage) -> str:
     terms = []
     for name in stage.parents:
         parent = pipeline.stage(name)
-        rows = f"o{parent.index}"
+        rows = _columns(parent.index)["out"]
         if parent.split_route:
             siblings = " OR ".join(_present(pipeline.stage(c)) for c in parent.children)
             rows = f"CASE WHEN {_present(stage)} OR NOT ({siblings}) THEN {rows} ELSE 0 END"
@@ -210,43 +257,59 @@ def _in_expr(pipeline: Pipeline, stage: Stage) -> str:
 
 
 def _outcome_expr(stage: Stage) -> str:
-    """The outcome table, first matching row wins (lineage-semantics.md, Per stage, per key)."""
-    n = stage.index
-    i, o, r, p = f"i{n}", f"o{n}", f"r{n}", f"p{n}"
-    d = f"({r} + {p})"
-    if not stage.parents:
-        # At the first stage every key with out >= 1 is `entered`; a drop alone is a phantom.
-        return (
-            f"CASE WHEN {o} >= 1 THEN {O.ENTERED.value} "
-            f"WHEN {d} >= 1 THEN {O.PHANTOM_DROP.value} ELSE 0 END"
-        )
-    expanded = (
-        f"WHEN {i} >= 1 AND {o} > {i} AND {d} = 0 AND g{n} = {o} THEN {O.EXPANDED.value} "
-        if stage.fanout_expected
-        else ""
+    """The outcome table as one CASE, generated from tracer.outcomes.OUTCOME_RULES in order."""
+    rules = (ENTRY_RULE, *OUTCOME_RULES) if not stage.parents else OUTCOME_RULES
+    columns = _columns(stage.index)
+    branches = (
+        f"WHEN {condition} THEN {rule.outcome.value}"
+        for rule in rules
+        if (condition := rule_sql(rule, columns, stage.fanout_expected)) is not None
     )
-    return (
-        f"CASE WHEN {i} >= 1 AND {o} = {i} AND {d} = 0 THEN {O.PASSED.value} "
-        f"{expanded}"
-        f"WHEN {i} >= 1 AND {o} > {i} THEN {O.MULTIPLIED.value} "
-        f"WHEN {i} >= 2 AND {o} >= 1 AND {o} < {i} AND {d} = 0 THEN {O.COLLAPSED.value} "
-        f"WHEN {i} >= 1 AND {o} = 0 AND {r} >= 1 THEN {O.DROPPED.value} "
-        f"WHEN {i} >= 1 AND {o} = 0 AND {r} = 0 AND {p} >= 1 THEN {O.DROPPED_UNREPORTED.value} "
-        f"WHEN {i} >= 2 AND {o} >= 1 AND {o} < {i} AND {o} + {d} = {i} "
-        f"THEN {O.PARTIALLY_DROPPED.value} "
-        f"WHEN {i} >= 1 AND {o} = 0 AND {d} = 0 THEN {O.ORPHANED.value} "
-        f"WHEN {o} >= 1 AND {d} >= 1 THEN {O.CONFLICT.value} "
-        f"WHEN {i} = 0 AND {o} >= 1 THEN {O.APPEARED.value} "
-        f"WHEN {i} = 0 AND {o} = 0 AND {d} >= 1 THEN {O.PHANTOM_DROP.value} "
-        "ELSE 0 END"
-    )
+    return f"CASE {' '.join(branches)} ELSE 0 END"
+
+
+_COMPARISON = re.compile(r"\s*(<=|>=|=|<|>)\s*")
+
+
+def rule_sql(rule: Rule, columns: Mapping[str, str], fanout_expected: bool) -> str | None:
+    """A rule's clauses as one SQL condition over `columns`; None where the rule cannot apply.
+
+    `1 <= out < in` reads as `1 <= out AND out < in`, as in Python.
+    """
+    sql = []
+    for clause in rule.clauses:
+        if clause == FANOUT_EXPECTED:
+            if not fanout_expected:
+                return None
+            continue
+        if clause == GRAIN_DISTINCT:
+            sql.append(f"{columns['grains']} = {columns['out']}")
+            continue
+        parts = _COMPARISON.split(clause)
+        terms = [_term_sql(t, columns, clause) for t in parts[0::2]]
+        for left, op, right in zip(terms, parts[1::2], terms[1:], strict=False):
+            sql.append(f"{left} {op} {right}")
+    return " AND ".join(sql)
+
+
+def _term_sql(term: str, columns: Mapping[str, str], clause: str) -> str:
+    """`out + drop` or `2`: the contract's count names mapped to columns."""
+    parts = []
+    for name in (p.strip() for p in term.split("+")):
+        if name.isdigit():
+            parts.append(name)
+        elif name in COUNT_VARIABLES:
+            parts.append(columns[name])
+        else:
+            raise ValueError(f"outcome rule clause {clause!r}: unknown count {name!r}")
+    return " + ".join(parts)
 
 
 def _final_of(outcome: str) -> str:
     """Final outcome of a key whose last leaving stage had `outcome`."""
     return (
-        f"CASE {outcome} WHEN {O.DROPPED.value} THEN {Final.DROPPED.value} "
-        f"WHEN {O.DROPPED_UNREPORTED.value} THEN {Final.DROPPED_UNREPORTED.value} "
+        f"CASE {outcome} WHEN {Outcome.DROPPED.value} THEN {Final.DROPPED.value} "
+        f"WHEN {Outcome.DROPPED_UNREPORTED.value} THEN {Final.DROPPED_UNREPORTED.value} "
         f"ELSE {Final.ORPHANED.value} END"
     )
 
@@ -254,28 +317,29 @@ def _final_of(outcome: str) -> str:
 def _key_outcomes_select(pipeline: Pipeline, run_pk: int) -> str:
     """One row per key; its stages encoded as tracer.outcomes.parse_stage_cells reads them."""
     cells = [
-        f"CASE WHEN c{i} = 0 THEN '' ELSE concat_ws(',', c{i}, i{i}, o{i}, r{i}, p{i}, "
-        f"(o{i} > g{i})::INTEGER) END"
-        for i in (s.index for s in pipeline.stages)
+        f"CASE WHEN {c['outcome']} = 0 THEN '' ELSE concat_ws(',', {c['outcome']}, {c['in']}, "
+        f"{c['out']}, {c['drop_rep']}, {c['drop_ops']}, ({c['out']} > {c['grains']})::INTEGER) END"
+        for c in (_columns(s.index) for s in pipeline.stages)
     ]
     return f"""
 SELECT {int(run_pk)} AS run_pk, key, final, entered, targeted, traced, traced_reported,
        concat_ws(';', {", ".join(cells)}) AS stages
-FROM cls
+FROM key_finals
 """
 
 
 def _anomalies_select(pipeline: Pipeline, run_pk: int) -> str:
-    skip = ", ".join(str(o.value) for o in (*UNREMARKABLE,))
+    skip = ", ".join(str(o.value) for o in UNREMARKABLE)
+    grain = Outcome.GRAIN_VIOLATION.value
     parts = []
     for s in pipeline.stages:
-        i = s.index
-        columns = f"{int(run_pk)}, {{outcome}}, {i}, key, i{i}, o{i}, r{i} + p{i}"
-        parts.append(
-            f"SELECT {columns.format(outcome=f'c{i}')} FROM cls WHERE c{i} NOT IN (0, {skip})"
-        )
-        grain = O.GRAIN_VIOLATION.value
-        parts.append(f"SELECT {columns.format(outcome=grain)} FROM cls WHERE o{i} > g{i}")
+        c = _columns(s.index)
+        row = f"{int(run_pk)}, {{outcome}}, {s.index}, key, {c['in']}, {c['out']}, {c['drop']}"
+        parts += [
+            f"SELECT {row.format(outcome=c['outcome'])} FROM key_finals "
+            f"WHERE {c['outcome']} NOT IN (0, {skip})",
+            f"SELECT {row.format(outcome=grain)} FROM key_finals WHERE {c['out']} > {c['grains']}",
+        ]
     return "\nUNION ALL\n".join(parts)
 
 
@@ -303,15 +367,16 @@ def _stage_summaries(
 ) -> list[dict[str, Any]]:
     """Keys and rows per stage and outcome, and the stage's flags, from one pass per stage."""
     parts = [
-        f"SELECT {s.index} AS stage, c{s.index} AS outcome, count(*) AS keys, "
-        f"sum(i{s.index}) AS rows_in, sum(o{s.index}) AS rows_out, "
-        f"sum(r{s.index} + p{s.index}) AS rows_drop, "
-        f"count(*) FILTER (WHERE i{s.index} >= 1) AS keys_in, "
-        f"count(*) FILTER (WHERE o{s.index} >= 1) AS keys_out, "
-        f"count(*) FILTER (WHERE r{s.index} + p{s.index} >= 1) AS keys_dropped, "
-        f"count(*) FILTER (WHERE o{s.index} > g{s.index}) AS grain_violations "
-        f"FROM cls WHERE c{s.index} <> 0 GROUP BY c{s.index}"
+        f"SELECT {s.index} AS stage, {c['outcome']} AS outcome, count(*) AS keys, "
+        f"sum({c['in']}) AS rows_in, sum({c['out']}) AS rows_out, "
+        f"sum({c['drop']}) AS rows_drop, "
+        f"count(*) FILTER (WHERE {c['in']} >= 1) AS keys_in, "
+        f"count(*) FILTER (WHERE {c['out']} >= 1) AS keys_out, "
+        f"count(*) FILTER (WHERE {c['drop']} >= 1) AS keys_dropped, "
+        f"count(*) FILTER (WHERE {c['out']} > {c['grains']}) AS grain_violations "
+        f"FROM key_finals WHERE {c['outcome']} <> 0 GROUP BY {c['outcome']}"
         for s in pipeline.stages
+        for c in (_columns(s.index),)
     ]
     counted = duck.execute("\nUNION ALL\n".join(parts)).fetchall()
     columns = ("stage", "outcome", "keys", "rows_in", "rows_out", "rows_drop", "keys_in",

@@ -87,12 +87,12 @@ def _dropped_columns(
 def run_totals(
     duck: duckdb.DuckDBPyConnection, summaries: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's totals and the cells that explain both gaps, from the classifier's `cls`."""
+    """The run's totals and the cells that explain both gaps, from the classifier's `key_finals`."""
     cells = [
         Cell(*row)
         for row in duck.execute(
             "SELECT entered, targeted, traced, traced_reported, final, count(*) "
-            "FROM cls GROUP BY ALL"
+            "FROM key_finals GROUP BY ALL"
         ).fetchall()
     ]
     total = sum(c.n for c in cells)
@@ -159,7 +159,7 @@ def _cells(duck: duckdb.DuckDBPyConnection, cells: list[Cell], traced: str) -> l
         sample = [
             row[0]
             for row in duck.execute(
-                f"SELECT key FROM cls WHERE entered = ? AND targeted = ? AND {traced} = ? "
+                f"SELECT key FROM key_finals WHERE entered = ? AND targeted = ? AND {traced} = ? "
                 f"ORDER BY key LIMIT {SAMPLE_KEYS}",
                 [e, t, r],
             ).fetchall()

@@ -3,7 +3,7 @@
 Why: the demo's answer key (``planted`` & co.) is what the tracer's own tests
 trust, so it must be right. These tests recompute in / out / drop per key
 straight from the written Parquet with DuckDB, following
-docs lineage-semantics.md by hand, and compare with every claim. No tracer
+docs docs/semantics.md by hand, and compare with every claim. No tracer
 core and no database are used, only the module under test, DuckDB, pyarrow
 and the manifest it wrote.
 """
@@ -23,7 +23,7 @@ import yaml
 
 from tracer import demo
 
-# The outcome table of lineage-semantics.md ("Per stage, per key"), as SQL: every
+# The outcome table of docs/semantics.md#outcomes, as SQL: every
 # (S, k) with in + out + drop > 0 gets the FIRST row whose condition holds, so
 # the order of the WHEN branches is the order of the table. "distinct" means
 # S's rows for k are distinct on S's grain; "first" means S has no parent.
@@ -83,7 +83,7 @@ def stages(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 def con(built: Path, manifest: dict[str, Any]) -> duckdb.DuckDBPyConnection:
     """Views over every dataset named by the manifest, plus one `drops` view.
 
-    `drops` normalises the traceability sources as lineage-semantics.md
+    `drops` normalises the traceability sources as docs/semantics.md
     ("Keys": a mapping of key column names is allowed; a stage column or one
     fixed stage attributes each row to a stage; a source is reported or not).
     """
@@ -108,7 +108,7 @@ def _stage_table(
 ) -> list[tuple[int, int, int, int, str]]:
     """(key, in, out, drop, outcome) for every key with in + out + drop > 0 at a stage.
 
-    lineage-semantics.md "Per stage, per key": in = rows in the parent's output
+    docs/semantics.md#outcomes: in = rows in the parent's output
     (parents default to the previous stage, architecture.md), out = rows in
     S's output, drop = traceability rows attributed to S; null keys are not keys.
     """
@@ -192,16 +192,31 @@ def test_build_is_deterministic(built: Path, tmp_path: Path) -> None:
     assert _digest(again) == _digest(built)
 
 
-def test_module_constants_match_the_written_key(
+def test_in_memory_key_matches_the_written_key(
     built: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PLANTED / PLANTED_ROWS (lazy, for the CLI) equal the key written next to the data,
-    also when computed afresh rather than remembered from a build."""
+    """answer_key() with no directory, and PLANTED / PLANTED_ROWS (lazy, for the CLI),
+    equal the key written next to the data, also when computed afresh rather than
+    remembered from a build."""
     monkeypatch.setattr(demo, "_ANSWER_CACHE", {})
-    assert demo.planted(built) == demo.PLANTED
-    assert demo.planted_rows(built) == demo.PLANTED_ROWS
-    with pytest.raises(AttributeError):
-        _ = demo.NOT_A_NAME
+    fresh = demo.answer_key()
+    assert fresh == demo.answer_key(built)
+    assert demo.planted(built) == demo.PLANTED == fresh.keys
+    assert demo.planted_rows(built) == demo.PLANTED_ROWS == fresh.rows
+    assert demo.planted_final(built) == fresh.final
+    assert demo.planted_summary(built) == fresh.summary
+    assert demo.planted_schema_drift(built) == fresh.schema_drift
+
+
+def test_answer_key_copies_are_independent(built: Path) -> None:
+    """A caller changing its copy of the key must not change anyone else's."""
+    for directory in (None, built):
+        mine = demo.answer_key(directory)
+        mine.keys["output"]["appeared"].clear()
+        mine.summary["entered"] = 0
+        assert demo.answer_key(directory).keys["output"]["appeared"]
+        assert demo.answer_key(directory).summary["entered"] > 0
+    assert demo.PLANTED["output"]["appeared"]
 
 
 def test_rebuild_in_place_leaves_no_stale_parts(built: Path, tmp_path: Path) -> None:
@@ -239,7 +254,7 @@ def test_manifest_shape(built: Path, manifest: dict[str, Any]) -> None:
 
 
 def test_hive_columns_live_only_in_folders(built: Path) -> None:
-    """lineage-semantics.md "Keys": a column may live only in a hive partition folder."""
+    """docs/semantics.md#keys: a column may live only in a hive partition folder."""
     for rel, column in (("offer_enrichment", "offer_family"), ("trace_main", "stage")):
         files = sorted((built / rel).glob(f"{column}=*/part-*.parquet"))
         assert files, rel
@@ -300,7 +315,7 @@ def test_planted_outcomes_hold_and_are_complete(
 def test_entered_only_at_the_first_stage(
     built: Path, tables: dict[str, list[tuple[int, int, int, int, str]]]
 ) -> None:
-    """lineage-semantics.md: at the first stage every key with out >= 1 is `entered`."""
+    """docs/semantics.md#outcomes: at the first stage every key with out >= 1 is `entered`."""
     first = tables["selection"]
     assert {row[4] for row in first} == {"entered"}
     assert len(first) == demo.planted_summary(built)["entered"]
@@ -309,7 +324,7 @@ def test_entered_only_at_the_first_stage(
 def test_multiplied_extra_rows(
     built: Path, tables: dict[str, list[tuple[int, int, int, int, str]]]
 ) -> None:
-    """lineage-semantics.md: `multiplied` extra rows = out - in, summed per stage."""
+    """docs/semantics.md#outcomes: `multiplied` extra rows = out - in, summed per stage."""
     for stage, rows in tables.items():
         extra = sum(out - in_ for _k, in_, out, _d, o in rows if o == "multiplied")
         assert extra == demo.planted_rows(built)[stage].get("multiplied_extra_rows", 0), stage
@@ -318,7 +333,7 @@ def test_multiplied_extra_rows(
 def test_grain_violations(
     built: Path, con: duckdb.DuckDBPyConnection, stages: list[dict[str, Any]]
 ) -> None:
-    """lineage-semantics.md flags: `grain_violation` = distinct keys with more than one
+    """docs/semantics.md#stage-flags: `grain_violation` = distinct keys with more than one
     row sharing the same values on S's grain columns (every stage declaring a grain)."""
     keys = demo.planted(built)
     for stage in stages:
@@ -336,7 +351,7 @@ def test_grain_violations(
 
 
 def test_duplicate_rows(built: Path, con: duckdb.DuckDBPyConnection, manifest: dict) -> None:
-    """lineage-semantics.md flags: `duplicate_rows` = rows minus distinct rows of one
+    """docs/semantics.md#stage-flags: `duplicate_rows` = rows minus distinct rows of one
     dataset, hive partition columns included; traceability datasets have none."""
     rows = demo.planted_rows(built)
     for name in (*manifest["run"]["outputs"], *manifest["run"]["traceability"]):
@@ -348,7 +363,7 @@ def test_duplicate_rows(built: Path, con: duckdb.DuckDBPyConnection, manifest: d
 
 
 def test_null_keys(built: Path, con: duckdb.DuckDBPyConnection, manifest: dict) -> None:
-    """lineage-semantics.md "Keys": null-key rows of a stage's output plus those of the
+    """docs/semantics.md#keys: null-key rows of a stage's output plus those of the
     traceability rows attributed to the stage are counted, never silently dropped."""
     rows = demo.planted_rows(built)
     for name in manifest["run"]["outputs"]:
@@ -361,7 +376,7 @@ def test_null_keys(built: Path, con: duckdb.DuckDBPyConnection, manifest: dict) 
 
 
 def test_schema_drift(built: Path, con: duckdb.DuckDBPyConnection, stages: list) -> None:
-    """lineage-semantics.md flags: schema drift = columns in a parent's output missing
+    """docs/semantics.md#stage-flags: schema drift = columns in a parent's output missing
     in S's (hive folder columns count as columns)."""
     drift = demo.planted_schema_drift(built)
 
@@ -381,7 +396,7 @@ def test_final_outcomes(
     stages: list[dict[str, Any]],
     tables: dict[str, list[tuple[int, int, int, int, str]]],
 ) -> None:
-    """lineage-semantics.md "A client's journey": `targeted` if in a final output, else
+    """docs/semantics.md#journeys: `targeted` if in a final output, else
     the outcome of the last stage with in >= 1 and out = 0, else `never_entered`."""
     final_stage = stages[-1]["name"]
     targeted = {k for k, _i, out, _d, _o in tables[final_stage] if out >= 1}
@@ -407,7 +422,7 @@ def test_final_outcomes(
 def test_reconciliation_counts(
     built: Path, con: duckdb.DuckDBPyConnection, tables: dict[str, list]
 ) -> None:
-    """lineage-semantics.md "Reconciliation of a run": gap = entered - targeted - traced,
+    """docs/semantics.md#reconciliation: gap = entered - targeted - traced,
     reporting_gap with reported sources only; residual from the final outcomes."""
     summary = demo.planted_summary(built)
     first, last = demo.STAGES[0], demo.STAGES[-1]

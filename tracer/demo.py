@@ -4,20 +4,21 @@ Why it exists: a lineage tracer is only convincing on data where the answer is
 known. ``build_demo`` turns the packaged UCI Bank Marketing clients
 (``tracer/data/bank_clients.parquet``, see ``bank_clients.txt``) into the
 Parquet outputs and traceability datasets of one campaign run, plus its run
-manifest, with every root cause from ``lineage-semantics.md`` planted on a
-few clients. ``planted`` and friends return the answer key, so tests (and a
-curious user) can check the tracer against it.
+manifest, with every root cause from ``docs/semantics.md`` planted on a
+few clients. ``answer_key`` (an ``AnswerKey``) and the ``planted`` helpers
+return the answer key, so tests (and a curious user) can check the tracer
+against it.
 
-Standalone on purpose: stdlib, numpy, pyarrow and yaml only, no other tracer
-module, and nothing read outside the package at run time.
+Standalone on purpose: stdlib, numpy, pyarrow and yaml only, no tracer module
+but the ``tracer.demo_*`` ones, and nothing read outside the package at run time.
 
 The answer key is *complete*: for every stage, ``planted(d)[stage][outcome]``
 is exactly the set of keys that get that outcome there, for every outcome
 except ``passed`` and ``entered``; ``grain_violation`` sets are complete too,
 and ``planted_rows`` lists every non-zero ``null_key`` / ``duplicate_rows``
 count (stage outputs and the traceability rows attributed to a stage).
-``PLANTED`` / ``PLANTED_ROWS`` hold the same key as module attributes, computed
-on first access (they do not depend on the directory or the run id).
+``PLANTED`` / ``PLANTED_ROWS`` are read-only views of the same key, computed
+on first read (it does not depend on the directory or the run id).
 
 The story, stage by stage (lineage key client_id):
 
@@ -42,14 +43,16 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
+from tracer.demo_answer import AnswerKey
 from tracer.demo_story import (
     DEFAULT_RUN_ID,
     MANIFEST_NAME,
@@ -58,8 +61,8 @@ from tracer.demo_story import (
     PLANTED_NAME,
     STAGES,
     TRACE_PATHS,
-    _answer_of,
-    _construct,
+    DemoRun,
+    build_run,
     load_bank_clients,
 )
 
@@ -69,6 +72,8 @@ __all__ = [
     "PLANTED",
     "PLANTED_ROWS",
     "STAGES",
+    "AnswerKey",
+    "answer_key",
     "build_demo",
     "load_bank_clients",
     "planted",
@@ -77,10 +82,6 @@ __all__ = [
     "planted_schema_drift",
     "planted_summary",
 ]
-
-if TYPE_CHECKING:  # provided lazily by the module __getattr__ below
-    PLANTED: dict[str, dict[str, set[int]]]
-    PLANTED_ROWS: dict[str, dict[str, int]]
 
 
 # --------------------------------------------------------------------------- writing
@@ -171,8 +172,8 @@ def _manifest(run_id: str) -> dict[str, Any]:
     }
 
 
-#: The answer key of the last construction in this process (it never depends on
-#: the directory or the run id), so PLANTED after build_demo costs nothing.
+#: The answer key of the last construction in this process, JSON-ready (it never
+#: depends on the directory or the run id), so PLANTED after build_demo costs nothing.
 _ANSWER_CACHE: dict[str, Any] = {}
 
 
@@ -184,29 +185,10 @@ def build_demo(directory: Path, run_id: str = DEFAULT_RUN_ID) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    run = _construct()
+    run = build_run()
+    _write_datasets(run, directory, run_id)
 
-    for rel in (*OUTPUT_PATHS.values(), *TRACE_PATHS.values()):
-        _clear(directory / rel)
-
-    selection_dir = directory / OUTPUT_PATHS["selection"]
-    for i, part in enumerate(run.selection_parts):
-        _write(part, selection_dir / _spark_name(run_id, "selection", i))
-    (selection_dir / "_SUCCESS").touch()
-    _write_hive(
-        run.outputs["offer_enrichment"],
-        directory / OUTPUT_PATHS["offer_enrichment"],
-        "offer_family",
-        run_id,
-        "offer_enrichment",
-    )
-    for stage in ("exclusions", "offer_selection", "buffer_update", "buffer_selection", "output"):
-        _write(run.outputs[stage], directory / OUTPUT_PATHS[stage])
-    assert run.trace_main is not None and run.trace_buffer is not None
-    _write_hive(run.trace_main, directory / TRACE_PATHS["trace_main"], "stage", run_id, "trace")
-    _write(run.trace_buffer, directory / TRACE_PATHS["trace_buffer"])
-
-    answer = {"run_id": run_id, **_answer_of(run)}
+    answer = {"run_id": run_id, **run.answer.to_json()}
     _ANSWER_CACHE.clear()
     _ANSWER_CACHE.update(answer)
     (directory / PLANTED_NAME).write_text(json.dumps(answer, separators=(",", ":")) + "\n")
@@ -223,47 +205,97 @@ def build_demo(directory: Path, run_id: str = DEFAULT_RUN_ID) -> Path:
     return manifest
 
 
+def _write_datasets(run: DemoRun, directory: Path, run_id: str) -> None:
+    """Every stage output and traceability table, laid out as a Spark job would."""
+    for rel in (*OUTPUT_PATHS.values(), *TRACE_PATHS.values()):
+        _clear(directory / rel)
+
+    selection_dir = directory / OUTPUT_PATHS["selection"]
+    for i, part in enumerate(run.selection.parts):
+        _write(part, selection_dir / _spark_name(run_id, "selection", i))
+    (selection_dir / "_SUCCESS").touch()
+    outputs = run.outputs
+    _write_hive(
+        outputs["offer_enrichment"],
+        directory / OUTPUT_PATHS["offer_enrichment"],
+        "offer_family",
+        run_id,
+        "offer_enrichment",
+    )
+    for stage in ("exclusions", "offer_selection", "buffer_update", "buffer_selection", "output"):
+        _write(outputs[stage], directory / OUTPUT_PATHS[stage])
+    _write_hive(run.trace_main, directory / TRACE_PATHS["trace_main"], "stage", run_id, "trace")
+    _write(run.trace_buffer, directory / TRACE_PATHS["trace_buffer"])
+
+
 # --------------------------------------------------------------------------- answer key
 
 
-def _keys_of(answer: dict[str, Any]) -> dict[str, dict[str, set[int]]]:
-    return {
-        stage: {name: set(keys) for name, keys in outcomes.items()}
-        for stage, outcomes in answer["keys"].items()
-    }
-
-
-def _rows_of_answer(answer: dict[str, Any]) -> dict[str, dict[str, int]]:
-    return {stage: dict(flags) for stage, flags in answer["rows"].items()}
-
-
-def __getattr__(name: str) -> Any:
-    """``PLANTED`` and ``PLANTED_ROWS``, computed on first use, not at import (PEP 562).
-
-    Same content as ``planted(d)`` / ``planted_rows(d)`` for any built directory d.
+def answer_key(directory: Path | None = None) -> AnswerKey:
+    """The demo's answer key: the one written with a built demo in directory, or, with no
+    directory, the one of a run built in memory (nothing written). They are equal, for
+    any run id. Each call returns a fresh copy, so callers may change theirs.
     """
-    if name in ("PLANTED", "PLANTED_ROWS"):
-        if not _ANSWER_CACHE:
-            _ANSWER_CACHE.update(_answer_of(_construct()))
-        return _keys_of(_ANSWER_CACHE) if name == "PLANTED" else _rows_of_answer(_ANSWER_CACHE)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if directory is not None:
+        return AnswerKey.from_json(_read_answer(directory))
+    if not _ANSWER_CACHE:
+        _ANSWER_CACHE.update(build_run().answer.to_json())
+    return AnswerKey.from_json(_ANSWER_CACHE)
 
 
-def _answer(directory: Path) -> dict[str, Any]:
+def _read_answer(directory: Path) -> dict[str, Any]:
     path = Path(directory) / PLANTED_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run build_demo({str(directory)!r}) first")
     return json.loads(path.read_text())
 
 
+_V = TypeVar("_V")
+
+
+class _AnswerView(Mapping[str, _V]):
+    """A read-only view of one part of ``answer_key()``, computed on first read.
+
+    Why: ``PLANTED`` is a plain module attribute (``tracer.cli`` imports it), and
+    importing tracer.demo should not cost building the run (about a second).
+    """
+
+    def __init__(self, part: Callable[[AnswerKey], dict[str, _V]]) -> None:
+        self._part = part
+        self._data: dict[str, _V] | None = None
+
+    def _resolved(self) -> dict[str, _V]:
+        if self._data is None:
+            self._data = self._part(answer_key())
+        return self._data
+
+    def __getitem__(self, stage: str) -> _V:
+        return self._resolved()[stage]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolved())
+
+    def __len__(self) -> int:
+        return len(self._resolved())
+
+    def __repr__(self) -> str:
+        return repr(self._resolved())
+
+
+#: ``answer_key().keys``: stage -> outcome or flag -> client_ids (as ``planted(d)``).
+PLANTED: Mapping[str, dict[str, set[int]]] = _AnswerView(lambda key: key.keys)
+#: ``answer_key().rows``: stage -> row flag -> rows (as ``planted_rows(d)``).
+PLANTED_ROWS: Mapping[str, dict[str, int]] = _AnswerView(lambda key: key.rows)
+
+
 def planted(directory: Path) -> dict[str, dict[str, set[int]]]:
     """stage -> outcome or flag (``grain_violation``) -> the client_ids, for a built demo."""
-    return _keys_of(_answer(directory))
+    return answer_key(directory).keys
 
 
 def planted_rows(directory: Path) -> dict[str, dict[str, int]]:
     """stage -> row flag (``null_key``, ``duplicate_rows``, ``multiplied_extra_rows``) -> rows."""
-    return _rows_of_answer(_answer(directory))
+    return answer_key(directory).rows
 
 
 def planted_final(directory: Path) -> dict[str, set[int]]:
@@ -271,14 +303,14 @@ def planted_final(directory: Path) -> dict[str, set[int]]:
 
     ``targeted`` is left out: it is every key of ``output.parquet`` (see the summary).
     """
-    return {name: set(keys) for name, keys in _answer(directory)["final"].items()}
+    return answer_key(directory).final
 
 
 def planted_summary(directory: Path) -> dict[str, int]:
     """Run totals in distinct keys: entered, targeted, traced(_reported), gaps, residual."""
-    return dict(_answer(directory)["summary"])
+    return answer_key(directory).summary
 
 
 def planted_schema_drift(directory: Path) -> dict[str, list[str]]:
     """stage -> columns its parent has and it lacks."""
-    return {stage: list(cols) for stage, cols in _answer(directory)["schema_drift"].items()}
+    return answer_key(directory).schema_drift

@@ -1,11 +1,15 @@
 """The demo campaign itself: the bank clients through 7 stages, anomalies planted, in memory.
 
 Split from `tracer.demo` (which writes the files and serves the answer key) so each
-module holds one concept; see that module for the story stage by stage.
+module holds one concept; see that module for the story stage by stage. Here each
+stage is one function, named after it, that takes what the stage before produced and
+returns a `StageRun`: its output, the traceability rows it wrote and its share of the
+`AnswerKey`. `build_run` chains them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from importlib.resources import files
 from typing import Any
 
@@ -13,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from tracer.demo_answer import AnswerKey
 
 PIPELINE_NAME = "bank_campaign"
 DEFAULT_RUN_ID = "demo-2026-11-25"
@@ -166,85 +172,164 @@ def _offer_masks(table: pa.Table) -> dict[str, np.ndarray]:
     }
 
 
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- planting
 
 
-class _Run:
-    """The tables of one demo run, built in memory, and the answer key."""
+class Planter:
+    """The seeded choice of planted clients: the same seed always plants the same keys.
 
-    def __init__(self) -> None:
-        self.selection_parts: list[pa.Table] = []
-        self.outputs: dict[str, pa.Table] = {}
-        self.trace_main: pa.Table | None = None
-        self.trace_buffer: pa.Table | None = None
-        self.keys: dict[str, dict[str, set[int]]] = {s: {} for s in STAGES}
-        self.rows: dict[str, dict[str, int]] = {s: {} for s in STAGES}
-        self.final: dict[str, set[int]] = {}
-        self.schema_drift: dict[str, list[str]] = {}
-        self.summary: dict[str, int] = {}
+    Every deliberately planted client carries one anomaly only, so each planted journey
+    tells one story; the order of the draws is part of the demo's contract.
+    """
+
+    def __init__(self, seed: int = SEED) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.used: set[int] = set()
+
+    def pick(self, pool: np.ndarray, n: int) -> set[int]:
+        """n keys of pool never planted on before; they are then taken."""
+        keys = _pick(self.rng, pool, n, self.used)
+        self.used |= keys
+        return keys
+
+    def spare(self, keys: set[int]) -> None:
+        """Never plant on keys that already carry a natural anomaly."""
+        self.used |= keys
 
 
-def _construct() -> _Run:
-    """Run the campaign pipeline over the bank clients, planting each root cause."""
-    rng = np.random.default_rng(SEED)
-    run = _Run()
-    bank = load_bank_clients()
-    traces: list[pa.Table] = []
+# --------------------------------------------------------------------------- the stages
 
-    # selection: clients reachable by phone (contact known) enter the campaign.
+
+@dataclass(frozen=True)
+class StageRun:
+    """What one stage produced and what was planted there (its share of the answer key)."""
+
+    name: str
+    output: pa.Table
+    #: outcome or flag (``grain_violation``) -> client_ids, complete for the stage.
+    keys: dict[str, set[int]] = field(default_factory=dict)
+    #: row flag -> rows.
+    rows: dict[str, int] = field(default_factory=dict)
+    #: rows of trace_main (reported) this stage wrote, trace_id not yet numbered.
+    trace_main: pa.Table | None = None
+    #: rows of trace_buffer (operational, unreported) this stage wrote.
+    trace_buffer: pa.Table | None = None
+    #: columns of the parent's output this stage's output lacks.
+    schema_drift: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionRun(StageRun):
+    """The first stage also says how its output is split into part files."""
+
+    #: the output as written, one part file each.
+    parts: tuple[pa.Table, ...]
+    #: the selected rows with a key, in order: null keys do not flow on to exclusions.
+    keyed: pa.Table
+
+
+def selection(bank: pa.Table, planter: Planter) -> SelectionRun:
+    """Clients reachable by phone (contact known) enter; planted: 3 rows lose their key."""
     selected = bank.filter(pc.not_equal(bank["contact"], "unknown"))
-    sel_ids = _ids(selected)
-    null_at = np.sort(rng.choice(selected.num_rows, N_NULL_KEY_ROWS, replace=False))
+    null_at = np.sort(planter.rng.choice(selected.num_rows, N_NULL_KEY_ROWS, replace=False))
     null_rows = selected.take(null_at).set_column(
         0, "client_id", pa.nulls(N_NULL_KEY_ROWS, pa.int64())
     )
+    parts = []
     for i, chunk in enumerate(np.array_split(np.arange(selected.num_rows), N_SELECTION_PARTS)):
         part = selected.slice(int(chunk[0]), len(chunk))
         if i < N_NULL_KEY_ROWS:
             part = pa.concat_tables([part, null_rows.slice(i, 1)])
-        run.selection_parts.append(part)
-    run.outputs["selection"] = pa.concat_tables(run.selection_parts)
-    run.rows["selection"]["null_key"] = N_NULL_KEY_ROWS
+        parts.append(part)
+    return SelectionRun(
+        name="selection",
+        output=pa.concat_tables(parts),
+        rows={"null_key": N_NULL_KEY_ROWS},
+        parts=tuple(parts),
+        keyed=selected,
+    )
 
-    # exclusions: real rules, logged in trace_main (reported).
+
+def exclusions(selected: pa.Table, bank: pa.Table, planter: Planter) -> StageRun:
+    """Real exclusion rules, logged in trace_main (reported).
+
+    Planted: orphaned (removed, no log), conflict (logged, kept) and phantom_drop (the
+    default rule also logged clients that were never selected).
+    """
+    ids = _ids(selected)
     credit_default = _np(pc.equal(selected["default"], "yes"))
     negative_with_loan = _np(
         pc.and_(pc.equal(selected["loan"], "yes"), pc.less(selected["balance"], 0))
     )
     excluded = credit_default | negative_with_loan
-    # Every deliberately planted client carries one anomaly only (readable journeys).
-    used: set[int] = set()
-    orphaned = _pick(rng, sel_ids[~excluded], N_ORPHANED, used)
-    used |= orphaned
-    conflict = _pick(rng, sel_ids[excluded], N_CONFLICT, used)
-    used |= conflict
-    keep = (~excluded | _isin(sel_ids, conflict)) & ~_isin(sel_ids, orphaned)
-    exclusions = selected.filter(pa.array(keep))
-    traces.append(_trace("exclusions", sel_ids[credit_default], "credit_default"))
-    traces.append(_trace("exclusions", sel_ids[negative_with_loan], "negative_balance_with_loan"))
-    # The default rule also ran on clients that were never selected: phantom drops.
-    bank_ids = _ids(bank)
+    orphaned = planter.pick(ids[~excluded], N_ORPHANED)
+    conflict = planter.pick(ids[excluded], N_CONFLICT)
+    never_entered = _never_selected_defaults(bank, planter)
+    keep = (~excluded | _isin(ids, conflict)) & ~_isin(ids, orphaned)
+    traces = [
+        _trace("exclusions", ids[credit_default], "credit_default"),
+        _trace("exclusions", ids[negative_with_loan], "negative_balance_with_loan"),
+        _trace("exclusions", sorted(never_entered), "credit_default"),
+    ]
+    return StageRun(
+        name="exclusions",
+        output=selected.filter(pa.array(keep)),
+        keys={
+            "dropped": {int(k) for k in ids[excluded]} - conflict,
+            "orphaned": orphaned,
+            "conflict": conflict,
+            "phantom_drop": never_entered,
+        },
+        trace_main=pa.concat_tables(traces),
+    )
+
+
+def _never_selected_defaults(bank: pa.Table, planter: Planter) -> set[int]:
+    """Clients without a contact channel the default rule logs anyway (final: never_entered)."""
     unselected_default = _np(
         pc.and_(pc.equal(bank["contact"], "unknown"), pc.equal(bank["default"], "yes"))
     )
-    never_entered = _pick(rng, bank_ids[unselected_default], N_NEVER_ENTERED, used)
-    used |= never_entered
-    traces.append(_trace("exclusions", sorted(never_entered), "credit_default"))
-    dropped_at_exclusions = {int(k) for k in sel_ids[excluded]} - conflict
-    run.outputs["exclusions"] = exclusions
-    run.keys["exclusions"] = {
-        "dropped": dropped_at_exclusions,
-        "orphaned": orphaned,
-        "conflict": conflict,
-        "phantom_drop": never_entered,
-    }
+    return planter.pick(_ids(bank)[unselected_default], N_NEVER_ENTERED)
 
-    # offer_selection: 1-3 offers per client (expected fan-out).
-    masks = _offer_masks(exclusions)
-    position = pa.array(np.arange(exclusions.num_rows), pa.int64())
+
+def offer_selection(clients: pa.Table, planter: Planter) -> StageRun:
+    """1-3 offers per client (expected fan-out); planted: 5 clients get TERM_DEPOSIT twice,
+    from two rules (multiplied, grain violation)."""
+    masks = _offer_masks(clients)
+    offers = _offers(clients, masks)
+    ids = _ids(offers)
+    uniq, per_client = np.unique(ids, return_counts=True)
+    # Holders of the multiplied offer are multiplied at offer_enrichment already.
+    planter.spare({int(k) for k in _ids(clients)[masks[MULTIPLIED_OFFER]]})
+    twice = planter.pick(uniq, N_DUPLICATED_OFFER)
+    td_rows = np.flatnonzero(_isin(ids, twice) & _np(pc.equal(offers["offer_id"], "TERM_DEPOSIT")))
+    extra = offers.take(td_rows)
+    extra = _with(extra, offer_rule=_const("reactivation_list", extra.num_rows, pa.string()))
+    offers = _sorted_by(pa.concat_tables([offers, extra]), "_pos", "_rank")
+    # extra rows = out - in: all of such a client's offers count, not just the copy
+    per_client_of = dict(zip(uniq.tolist(), per_client.tolist(), strict=True))
+    return StageRun(
+        name="offer_selection",
+        output=offers.drop_columns(["_pos", "_rank"]),
+        keys={
+            "expanded": {int(k) for k in uniq[per_client > 1]} - twice,
+            "multiplied": twice,
+            "grain_violation": set(twice),
+        },
+        rows={"multiplied_extra_rows": sum(per_client_of[k] for k in twice)},
+    )
+
+
+def _offers(clients: pa.Table, masks: dict[str, np.ndarray]) -> pa.Table:
+    """One row per client and eligible offer, in client order then OFFERS order.
+
+    The helper columns ``_pos`` (client position) and ``_rank`` (offer position) keep
+    that order through later sorts.
+    """
+    position = pa.array(np.arange(clients.num_rows), pa.int64())
     pieces = []
     for rank, (offer_id, rule) in enumerate(OFFERS):
-        chosen = exclusions.filter(pa.array(masks[offer_id]))
+        chosen = clients.filter(pa.array(masks[offer_id]))
         n = chosen.num_rows
         pieces.append(
             _with(
@@ -255,31 +340,13 @@ def _construct() -> _Run:
                 _rank=_const(rank, n, pa.int32()),
             )
         )
-    offers = _sorted_by(pa.concat_tables(pieces), "_pos", "_rank")
-    offer_ids = _ids(offers)
-    uniq, per_client = np.unique(offer_ids, return_counts=True)
-    private = {int(k) for k in _ids(exclusions)[masks[MULTIPLIED_OFFER]]}
-    # Planted: the same offer selected twice by two rules (grain violation).
-    twice = _pick(rng, uniq, N_DUPLICATED_OFFER, used | private)
-    used |= twice
-    td_rows = np.flatnonzero(
-        _isin(offer_ids, twice) & _np(pc.equal(offers["offer_id"], "TERM_DEPOSIT"))
-    )
-    extra = offers.take(td_rows)
-    extra = _with(extra, offer_rule=_const("reactivation_list", extra.num_rows, pa.string()))
-    offers = _sorted_by(pa.concat_tables([offers, extra]), "_pos", "_rank")
-    run.outputs["offer_selection"] = offers.drop_columns(["_pos", "_rank"])
-    run.keys["offer_selection"] = {
-        "expanded": {int(k) for k in uniq[per_client > 1]} - twice,
-        "multiplied": twice,
-        "grain_violation": set(twice),
-    }
-    # extra rows = out - in: all of such a client's offers count, not just the copy
-    per_client_of = dict(zip(uniq.tolist(), per_client.tolist(), strict=True))
-    run.rows["offer_selection"]["multiplied_extra_rows"] = sum(per_client_of[k] for k in twice)
+    return _sorted_by(pa.concat_tables(pieces), "_pos", "_rank")
 
-    # offer_enrichment: join with the offer reference; PRIVATE_BANKING has 2 rows.
-    offers = offers.drop_columns(["_rank"])
+
+def offer_enrichment(offered: StageRun) -> StageRun:
+    """Join with the offer reference: its PRIVATE_BANKING parent and child rows multiply
+    every holder (the production root cause)."""
+    offers = offered.output
     offers = _with(offers, _row=pa.array(np.arange(offers.num_rows), pa.int64()))
     pieces = []
     for ref_rank, (offer_id, family, product, priority) in enumerate(OFFER_REFERENCE):
@@ -295,87 +362,107 @@ def _construct() -> _Run:
             )
         )
     enriched = _sorted_by(pa.concat_tables(pieces), "_row", "_ref")
-    enriched = enriched.drop_columns(["_pos", "_row", "_ref"])
-    run.outputs["offer_enrichment"] = enriched
-    run.keys["offer_enrichment"] = {
-        "multiplied": set(private),
-        "grain_violation": private | twice,
-    }
-    run.rows["offer_enrichment"]["multiplied_extra_rows"] = len(private)
+    holders = _ids(offers)[_np(pc.equal(offers["offer_id"], MULTIPLIED_OFFER))]
+    multiplied = {int(k) for k in holders}
+    return StageRun(
+        name="offer_enrichment",
+        output=enriched.drop_columns(["_row", "_ref"]),
+        keys={
+            "multiplied": multiplied,
+            "grain_violation": multiplied | offered.keys["grain_violation"],
+        },
+        rows={"multiplied_extra_rows": len(multiplied)},
+    )
 
-    # buffer_update: contact-pressure blocks, logged only in the operational table.
-    enr_ids = _ids(enriched)
-    fatigue = _np(pc.greater_equal(enriched["campaign"], 15))
-    pdays = _np(enriched["pdays"])
-    recent = ~fatigue & (pdays >= 0) & (pdays <= 30)
-    blocked_rows = fatigue | recent
-    blocked = {int(k) for k in enr_ids[blocked_rows]}
-    reasons = np.where(fatigue, "contact_fatigue", "recently_contacted")[blocked_rows]
+
+def buffer_update(enriched_run: StageRun, planter: Planter) -> StageRun:
+    """Contact-pressure blocks, logged only in the operational trace_buffer
+    (dropped_unreported); planted: 6 rows written twice (duplicate_rows, multiplied)."""
+    enriched = enriched_run.output
+    ids = _ids(enriched)
+    blocked_rows, reasons = _contact_pressure(enriched)
+    blocked = {int(k) for k in ids[blocked_rows]}
+    kept = enriched.filter(pa.array(~blocked_rows))
+    doubled = planter.pick(_ids(kept), N_DUPLICATE_ROWS)
     n_blocked = int(blocked_rows.sum())
-    run.trace_buffer = pa.table(
+    trace_buffer = pa.table(
         {
             "block_id": pa.array(np.arange(1, n_blocked + 1), pa.int64()),
-            "cid": pa.array(enr_ids[blocked_rows], pa.int64()),
+            "cid": pa.array(ids[blocked_rows], pa.int64()),
             "offer_id": enriched["offer_id"].filter(pa.array(blocked_rows)),
             "block_reason": pa.array(reasons.tolist(), pa.string()),
         }
     )
-    kept = enriched.filter(pa.array(~blocked_rows))
-    kept_ids = _ids(kept)
-    # Planted: a few rows written twice, identical in every column.
-    doubled = _pick(rng, kept_ids, N_DUPLICATE_ROWS, used | private)
-    used |= doubled
-    first_td = {}
-    for pos in np.flatnonzero(
-        _isin(kept_ids, doubled) & _np(pc.equal(kept["offer_id"], "TERM_DEPOSIT"))
-    ):
-        first_td.setdefault(int(kept_ids[pos]), int(pos))
-    order = np.concatenate([np.arange(kept.num_rows), np.array(sorted(first_td.values()))])
-    buffer_update = kept.take(pa.array(np.sort(order, kind="stable")))
-    run.outputs["buffer_update"] = buffer_update
-    run.keys["buffer_update"] = {
-        "dropped_unreported": blocked,
-        "multiplied": doubled,
-        "grain_violation": (private | twice | doubled) - blocked,
-    }
-    run.rows["buffer_update"]["duplicate_rows"] = N_DUPLICATE_ROWS
-    run.rows["buffer_update"]["multiplied_extra_rows"] = N_DUPLICATE_ROWS
-
-    # buffer_selection: best-priority offer per client; the rest logged (reported).
-    ranked = _sorted_by(
-        buffer_update, "client_id", "priority", "offer_id", "product_name", "offer_rule"
+    grain_violation = enriched_run.keys["grain_violation"] | doubled
+    return StageRun(
+        name="buffer_update",
+        output=_written_twice(kept, doubled),
+        keys={
+            "dropped_unreported": blocked,
+            "multiplied": doubled,
+            "grain_violation": grain_violation - blocked,
+        },
+        rows={"duplicate_rows": N_DUPLICATE_ROWS, "multiplied_extra_rows": N_DUPLICATE_ROWS},
+        trace_buffer=trace_buffer,
     )
-    ranked_ids = _ids(ranked)
-    first = np.ones(len(ranked_ids), dtype=bool)
-    first[1:] = ranked_ids[1:] != ranked_ids[:-1]
-    uniq, per_client = np.unique(ranked_ids, return_counts=True)
+
+
+def _contact_pressure(enriched: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The rows blocked (too many contacts, or contacted in the last 30 days) and why."""
+    fatigue = _np(pc.greater_equal(enriched["campaign"], 15))
+    pdays = _np(enriched["pdays"])
+    recent = ~fatigue & (pdays >= 0) & (pdays <= 30)
+    blocked_rows = fatigue | recent
+    reasons = np.where(fatigue, "contact_fatigue", "recently_contacted")[blocked_rows]
+    return blocked_rows, reasons
+
+
+def _written_twice(table: pa.Table, keys: set[int]) -> pa.Table:
+    """The table with each key's first TERM_DEPOSIT row repeated right after it."""
+    ids = _ids(table)
+    first_td: dict[int, int] = {}
+    term_deposit = _np(pc.equal(table["offer_id"], "TERM_DEPOSIT"))
+    for pos in np.flatnonzero(_isin(ids, keys) & term_deposit):
+        first_td.setdefault(int(ids[pos]), int(pos))
+    order = np.concatenate([np.arange(table.num_rows), np.array(sorted(first_td.values()))])
+    return table.take(pa.array(np.sort(order, kind="stable")))
+
+
+def buffer_selection(updated: StageRun, planter: Planter) -> StageRun:
+    """Best-priority offer per client, the other offers logged in trace_main
+    (partially_dropped); planted: 5 clients collapsed without a log, and offer_family
+    left out (schema drift)."""
+    ranked = _sorted_by(
+        updated.output, "client_id", "priority", "offer_id", "product_name", "offer_rule"
+    )
+    ids = _ids(ranked)
+    first = np.ones(len(ids), dtype=bool)
+    first[1:] = ids[1:] != ids[:-1]
+    uniq, per_client = np.unique(ids, return_counts=True)
     several = {int(k) for k in uniq[per_client > 1]}
-    collapsed = _pick(rng, np.fromiter(several, np.int64), N_COLLAPSED, used | private)
-    used |= collapsed
-    logged = ~first & ~_isin(ranked_ids, collapsed)
-    traces.append(
-        _trace(
+    collapsed = planter.pick(np.fromiter(several, np.int64), N_COLLAPSED)
+    logged = ~first & ~_isin(ids, collapsed)
+    return StageRun(
+        name="buffer_selection",
+        output=ranked.filter(pa.array(first)).drop_columns(["offer_family"]),
+        keys={"partially_dropped": several - collapsed, "collapsed": collapsed},
+        trace_main=_trace(
             "buffer_selection",
-            ranked_ids[logged],
+            ids[logged],
             "lower_priority_offer",
             ranked["offer_id"].filter(pa.array(logged)).to_pylist(),
-        )
+        ),
+        schema_drift=["offer_family"],
     )
-    buffer_selection = ranked.filter(pa.array(first)).drop_columns(["offer_family"])
-    run.outputs["buffer_selection"] = buffer_selection
-    run.keys["buffer_selection"] = {
-        "partially_dropped": several - collapsed,
-        "collapsed": collapsed,
-    }
-    run.schema_drift["buffer_selection"] = ["offer_family"]
 
-    # output: the target list; a manual override re-adds excluded clients
-    # (appeared) and the suppression list logs clients that were long gone.
-    pool = np.fromiter(dropped_at_exclusions, np.int64)
-    appeared = _pick(rng, pool, N_APPEARED, used)
-    used |= appeared
-    phantom = _pick(rng, pool, N_PHANTOM_OUTPUT, used)
-    readded = bank.take(pa.array(_rows_of(bank_ids, appeared)))
+
+def output(best: StageRun, bank: pa.Table, excluded: set[int], planter: Planter) -> StageRun:
+    """The target list. Planted: a manual override re-adds 4 excluded clients (appeared)
+    and the suppression list logs 4 clients gone since exclusions (phantom_drop)."""
+    pool = np.fromiter(excluded, np.int64)
+    appeared = planter.pick(pool, N_APPEARED)
+    phantom = planter.pick(pool, N_PHANTOM_OUTPUT)
+    readded = bank.take(pa.array(_rows_of(_ids(bank), appeared)))
     n = readded.num_rows
     readded = _with(
         readded,
@@ -383,55 +470,110 @@ def _construct() -> _Run:
         offer_rule=_const("manual_override", n, pa.string()),
         product_name=_const(OFFER_REFERENCE[0][2], n, pa.string()),
         priority=_const(OFFER_REFERENCE[0][3], n, pa.int32()),
-    ).select(buffer_selection.column_names)
-    output = _sorted_by(pa.concat_tables([buffer_selection, readded]), "client_id")
-    traces.append(_trace("output", sorted(phantom), "suppression_list"))
-    run.outputs["output"] = output
-    run.keys["output"] = {"appeared": appeared, "phantom_drop": phantom}
-
-    trace_main = pa.concat_tables(traces)
-    run.trace_main = trace_main.add_column(
-        0, "trace_id", pa.array(np.arange(1, trace_main.num_rows + 1), pa.int64())
+    ).select(best.output.column_names)
+    return StageRun(
+        name="output",
+        output=_sorted_by(pa.concat_tables([best.output, readded]), "client_id"),
+        keys={"appeared": appeared, "phantom_drop": phantom},
+        trace_main=_trace("output", sorted(phantom), "suppression_list"),
     )
 
-    # Final outcomes and the business's count check (reconciliation of a run).
-    targeted = {int(k) for k in _ids(output)}
-    run.final = {
-        "dropped": dropped_at_exclusions - targeted,
-        "dropped_unreported": blocked - targeted,
-        "orphaned": orphaned - targeted,
-        "never_entered": set(never_entered),
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """The tables of one demo run, built in memory, and its answer key."""
+
+    #: every stage's result, in pipeline order (``stages[0]`` is ``selection``).
+    stages: tuple[StageRun, ...]
+    selection: SelectionRun
+    #: trace_main of the whole run, trace_id numbered.
+    trace_main: pa.Table
+    trace_buffer: pa.Table
+    answer: AnswerKey
+
+    @property
+    def outputs(self) -> dict[str, pa.Table]:
+        """stage -> its output table."""
+        return {stage.name: stage.output for stage in self.stages}
+
+
+def build_run() -> DemoRun:
+    """Run the campaign pipeline over the bank clients, stage by stage, planting each
+    root cause; the stages must run in this order, as they share the seeded planter."""
+    planter = Planter()
+    bank = load_bank_clients()
+    selected = selection(bank, planter)
+    excluded = exclusions(selected.keyed, bank, planter)
+    offered = offer_selection(excluded.output, planter)
+    enriched = offer_enrichment(offered)
+    updated = buffer_update(enriched, planter)
+    best = buffer_selection(updated, planter)
+    targeted = output(best, bank, excluded.keys["dropped"], planter)
+    stages = (selected, excluded, offered, enriched, updated, best, targeted)
+    assert tuple(stage.name for stage in stages) == STAGES
+    traces = pa.concat_tables([s.trace_main for s in stages if s.trace_main is not None])
+    trace_main = traces.add_column(
+        0, "trace_id", pa.array(np.arange(1, traces.num_rows + 1), pa.int64())
+    )
+    assert updated.trace_buffer is not None
+    answer = _answer_key(stages, selected.keyed, trace_main, updated.trace_buffer)
+    return DemoRun(stages, selected, trace_main, updated.trace_buffer, answer)
+
+
+def _answer_key(
+    stages: tuple[StageRun, ...], entered: pa.Table, trace_main: pa.Table, trace_buffer: pa.Table
+) -> AnswerKey:
+    """Each stage's planted keys, plus the final outcomes and the business's count check
+    (reconciliation of a run), which need the whole run."""
+    keys = {stage.name: stage.keys for stage in stages}
+    targeted = {int(k) for k in _ids(stages[-1].output)}
+    final = _final_outcomes(keys, targeted)
+    return AnswerKey(
+        keys=keys,
+        rows={stage.name: dict(stage.rows) for stage in stages},
+        final=final,
+        schema_drift={stage.name: stage.schema_drift for stage in stages if stage.schema_drift},
+        summary=_summary(entered, targeted, final, trace_main, trace_buffer),
+        datasets={
+            **{stage.name: stage.output.num_rows for stage in stages},
+            "trace_main": trace_main.num_rows,
+            "trace_buffer": trace_buffer.num_rows,
+        },
+    )
+
+
+def _final_outcomes(
+    keys: dict[str, dict[str, set[int]]], targeted: set[int]
+) -> dict[str, set[int]]:
+    """A client's journey ends at its last exit, unless it is in the output after all."""
+    return {
+        "dropped": keys["exclusions"]["dropped"] - targeted,
+        "dropped_unreported": keys["buffer_update"]["dropped_unreported"] - targeted,
+        "orphaned": keys["exclusions"]["orphaned"] - targeted,
+        "never_entered": set(keys["exclusions"]["phantom_drop"]),
     }
-    reported = {int(k) for k in _ids(run.trace_main)}
-    traced = reported | {int(k) for k in _np(run.trace_buffer["cid"])}
-    entered = {int(k) for k in sel_ids}
-    run.summary = {
-        "entered": len(entered),
+
+
+def _summary(
+    entered: pa.Table,
+    targeted: set[int],
+    final: dict[str, set[int]],
+    trace_main: pa.Table,
+    trace_buffer: pa.Table,
+) -> dict[str, int]:
+    """Run totals in distinct keys; the residual subtracts the keys that entered and left."""
+    entered_keys = {int(k) for k in _ids(entered)}
+    reported = {int(k) for k in _ids(trace_main)}
+    traced = reported | {int(k) for k in _np(trace_buffer["cid"])}
+    return {
+        "entered": len(entered_keys),
         "targeted": len(targeted),
         "traced": len(traced),
         "traced_reported": len(reported),
-        "gap": len(entered) - len(targeted) - len(traced),
-        "reporting_gap": len(entered) - len(targeted) - len(reported),
-        "residual": len(entered) - len(targeted) - sum(len(run.final[o]) for o in _LEFT),
-    }
-    return run
-
-
-def _answer_of(run: _Run) -> dict[str, Any]:
-    """The answer key as JSON-ready data (sorted lists), independent of the run id."""
-    assert run.trace_main is not None and run.trace_buffer is not None
-    return {
-        "keys": {
-            stage: {name: sorted(keys) for name, keys in sorted(outcomes.items())}
-            for stage, outcomes in run.keys.items()
-        },
-        "rows": run.rows,
-        "final": {name: sorted(keys) for name, keys in run.final.items()},
-        "schema_drift": run.schema_drift,
-        "summary": run.summary,
-        "datasets": {
-            **{stage: table.num_rows for stage, table in run.outputs.items()},
-            "trace_main": run.trace_main.num_rows,
-            "trace_buffer": run.trace_buffer.num_rows,
-        },
+        "gap": len(entered_keys) - len(targeted) - len(traced),
+        "reporting_gap": len(entered_keys) - len(targeted) - len(reported),
+        "residual": len(entered_keys) - len(targeted) - sum(len(final[o]) for o in _LEFT),
     }

@@ -5,7 +5,7 @@ A linear 7-stage pipeline
     selection -> exclusions -> offer_selection -> offer_enrichment
               -> buffer_update -> buffer_selection -> output
 
-with every anomaly of lineage-semantics.md injected at a known rate, so the
+with every anomaly of docs/semantics.md injected at a known rate, so the
 outcome counts are non-trivial at every stage. Clients are generated in
 chunks of client-id ranges with numpy (no Python loop over rows) and each
 chunk is written straight to Parquet, so memory stays flat however many

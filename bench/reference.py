@@ -2,7 +2,7 @@
 
 These are the numbers an engineer would get at a notebook, and what tracer's
 classification must reproduce. Both implement the outcome table of
-lineage-semantics.md (first matching row wins) for a linear pipeline:
+docs/semantics.md (first matching row wins) for a linear pipeline:
 
 * ``duckdb_counts``: DuckDB SQL over ``read_parquet``: rows per key per dataset,
   then per stage a FULL JOIN of parent, stage and drops and a CASE;
@@ -205,7 +205,7 @@ def _duck_scan(files: tuple[str, ...]) -> str:
 
 
 def _duck_key(column: str, key_type: str, is_integer: bool) -> str:
-    """Key component normalised as lineage-semantics.md says; NULL marks a null-key row."""
+    """Key component normalised as docs/semantics.md says; NULL marks a null-key row."""
     if key_type == "int64":
         if is_integer:
             return _q(column)
@@ -213,7 +213,7 @@ def _duck_key(column: str, key_type: str, is_integer: bool) -> str:
     return f"NULLIF(trim(CAST({_q(column)} AS VARCHAR)), '')"
 
 
-# First matching row wins, exactly as the table in lineage-semantics.md is ordered.
+# First matching row wins, exactly as the table in docs/semantics.md is ordered.
 _DUCK_CASE = """
 CASE
   WHEN i >= 1 AND o = i AND d = 0 THEN 'passed'

@@ -1,4 +1,4 @@
-"""Stage graphs beyond a line (lineage-semantics.md: "Splits" and "Merges")."""
+"""Stage graphs beyond a line (docs/semantics.md#splits-and-merges)."""
 
 from __future__ import annotations
 

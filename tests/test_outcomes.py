@@ -1,4 +1,4 @@
-"""Every row of the outcome table of lineage-semantics.md ("Per stage, per key"), one test each.
+"""Every row of the outcome table of docs/semantics.md#outcomes, one test each.
 
 Each test builds a two-stage pipeline `a -> b` where client 1 has the rows the
 row's condition describes at `b`, ingests it into real Postgres, and reads the

@@ -1,5 +1,5 @@
 """Property test: over random small pipelines, tracer agrees with a plain-Python reading of
-lineage-semantics.md, key by key and stage by stage, and its totals obey the identities.
+docs/semantics.md, key by key and stage by stage, and its totals obey the identities.
 
 The oracle below is written from the contract alone (no tracer code), over the
 same rows the test writes to Parquet: linear pipelines, copy splits and routed

@@ -1,4 +1,4 @@
-"""Run totals and the gap explained (lineage-semantics.md: "Reconciliation of a run")."""
+"""Run totals and the gap explained (docs/semantics.md#reconciliation)."""
 
 from __future__ import annotations
 

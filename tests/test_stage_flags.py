@@ -1,4 +1,4 @@
-"""Stage-level flags and keys (lineage-semantics.md: "Keys" and "Stage-level flags")."""
+"""Stage-level flags and keys (docs/semantics.md#keys and #stage-flags)."""
 
 from __future__ import annotations
 

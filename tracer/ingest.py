@@ -4,7 +4,7 @@ DuckDB scans the pyarrow dataset (projection pushed down, streamed) and groups
 by key in one pass, so what is kept is one row per key (per stage and reason
 for traceability), not every raw row. The same pass counts null-key rows and,
 from a hash of every column, the rows identical to another (`duplicate_rows`
-of lineage-semantics.md). The per-key rows are stored in Postgres as
+of docs/semantics.md). The per-key rows are stored in Postgres as
 zstd-compressed Parquet chunks (`dataset_chunks`): Postgres stays the one
 shared store, so the datasets of a run can be ingested by workers on different
 machines, and the classifier reads them back at Parquet speed. Everything is

@@ -1,6 +1,6 @@
 """Lineage keys: typed, normalised, and encoded as one text value per client.
 
-lineage-semantics.md, Keys: keys compare as typed values after normalisation
+docs/semantics.md#keys: keys compare as typed values after normalisation
 (strings trimmed; 42 and "42" are one key only if the pipeline says the key is
 a string); a null component, or a string component empty after trimming, makes
 the row a `null_key` row. Composite keys are stored as their components'

@@ -1,7 +1,7 @@
 """Run totals, the gap explained cell by cell, and the stage-level flags.
 
 Computed once at classification and stored with the run, so a reconciliation
-is a read of a few rows (lineage-semantics.md, Reconciliation of a run).
+is a read of a few rows (docs/semantics.md#reconciliation).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, Ru
 from api.state import connection, state
 from tracer.errors import ManifestError
 from tracer.manifest import ManifestSpec, parse_manifest
+from tracer.model import RunStatus
 from tracer.queries.runs import list_runs, run_detail
 from tracer.runs import delete_run, pipeline_lookup, submit_run
 
@@ -79,7 +80,11 @@ class Runs(MethodView):
         )
         submitted = submit_run(s.engine, manifest)
         job_ids = s.dispatcher.submit(submitted)
-        return {"run_id": submitted.run_id, "status": "queued", "job_ids": job_ids.as_dict()}
+        return {
+            "run_id": submitted.run_id,
+            "status": RunStatus.QUEUED,
+            "job_ids": job_ids.as_dict(),
+        }
 
 
 @blp.route("/<run_id>")

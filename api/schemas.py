@@ -7,9 +7,19 @@ against the served document).
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from marshmallow import Schema, fields, validate
 
+from tracer.model import DatasetRole, DatasetStatus, RunStatus
 from tracer.outcomes import Outcome
+from tracer.queries.anomalies import MAX_LIMIT
+from tracer.queries.runs import MAX_PAGE
+
+
+def one_of(values: type[StrEnum]) -> validate.OneOf:
+    """An enum's values: validated on input, listed as `enum` in the OpenAPI document."""
+    return validate.OneOf([v.value for v in values])
 
 
 class _Strict(Schema):
@@ -36,7 +46,7 @@ class RunHeaderSchema(_Strict):
     pipeline = fields.String(required=True)
     label = fields.String(allow_none=True)
     rerun_of = fields.String(allow_none=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=one_of(RunStatus))
     classified_at = fields.String(allow_none=True)
 
 
@@ -191,7 +201,7 @@ class AnomalyArgsSchema(Schema):
         metadata={"description": "Outcome, or grain_violation"},
     )
     stage = fields.String(metadata={"description": "Only this stage"})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 10_000))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LIMIT))
     next = fields.String(metadata={"description": "The `next` token of the previous page"})
     format = fields.String(
         load_default="json",
@@ -201,7 +211,7 @@ class AnomalyArgsSchema(Schema):
 
 
 class PageArgsSchema(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, 10_000))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LIMIT))
     next = fields.String()
     reporting = fields.Boolean(
         load_default=False, metadata={"description": "The reporting gap's cells"}
@@ -223,8 +233,8 @@ class HistoryArgsSchema(KeyArgsSchema):
 class RunListArgsSchema(Schema):
     pipeline = fields.String()
     label = fields.String()
-    status = fields.String(validate=validate.OneOf(["queued", "ingesting", "classified", "failed"]))
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    status = fields.String(validate=one_of(RunStatus))
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
@@ -242,9 +252,9 @@ class RunListSchema(_Strict):
 
 class DatasetStatusSchema(_Strict):
     name = fields.String(required=True)
-    role = fields.String(required=True, validate=validate.OneOf(["output", "traceability"]))
+    role = fields.String(required=True, validate=one_of(DatasetRole))
     uri = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=one_of(DatasetStatus))
     error = fields.String(allow_none=True)
     row_count = fields.Integer(allow_none=True)
     key_count = fields.Integer(allow_none=True)
@@ -265,7 +275,7 @@ class JobIdsSchema(_Strict):
 
 class RunCreatedSchema(_Strict):
     run_id = fields.String(required=True)
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=one_of(RunStatus))
     job_ids = fields.Nested(JobIdsSchema, required=True)
 
 

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from sqlalchemy import Connection, delete, func, insert, select, text, update
 
-from tracer.ingest import KIND_OPERATIONAL, KIND_REPORTED, duckdb_connection
-from tracer.manifest import Pipeline, Stage
+from tracer.chunks import ChunkKind, duckdb_connection
+from tracer.model import DatasetRole, Pipeline, RunStatus, Stage
 from tracer.outcomes import (
     COUNT_VARIABLES,
     ENTRY_RULE,
@@ -69,9 +69,11 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
             outputs={
                 pipeline.stage(r.name).index: spilled.get(r.id, [])
                 for r in rows
-                if r.role == "output"
+                if r.role == DatasetRole.OUTPUT
             },
-            traces=[f for r in rows if r.role == "traceability" for f in spilled.get(r.id, [])],
+            traces=[
+                f for r in rows if r.role == DatasetRole.TRACEABILITY for f in spilled.get(r.id, [])
+            ],
         )
         duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
         duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
@@ -92,7 +94,7 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
         update(runs)
         .where(runs.c.pk == run_pk)
         .values(
-            status="classified",
+            status=RunStatus.CLASSIFIED,
             error=None,
             totals=totals,
             gap_cells=cells,
@@ -170,10 +172,10 @@ def _step(duck: duckdb.DuckDBPyConnection, table: str, source: str, columns: lis
 def _trace_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
     """Table `trace_rows`: per key, its reported and operational drop rows at every stage."""
     sums = ", ".join(
-        f"coalesce(sum(rows) FILTER (WHERE kind = {kind} AND stage = {s.index}), 0)::INTEGER "
+        f"coalesce(sum(rows) FILTER (WHERE kind = {kind.value} AND stage = {s.index}), 0)::INTEGER "
         f"AS {_columns(s.index)[name]}"
         for s in pipeline.stages
-        for name, kind in (("drop_rep", KIND_REPORTED), ("drop_ops", KIND_OPERATIONAL))
+        for name, kind in (("drop_rep", ChunkKind.REPORTED), ("drop_ops", ChunkKind.OPERATIONAL))
     )
     duck.execute(
         f"CREATE TABLE trace_rows AS SELECT key, {sums} FROM {_read(files.traces)} GROUP BY key"

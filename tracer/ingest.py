@@ -14,7 +14,6 @@ written in the caller's transaction: a failure leaves nothing behind.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,23 +25,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection, delete, func, insert, update
 
 from tracer import keys as keymod
+from tracer.chunks import CHUNK_SCHEMA, ChunkKind, duckdb_connection
 from tracer.errors import IngestError
-from tracer.manifest import Dataset, Pipeline
+from tracer.model import Dataset, DatasetStatus, Pipeline, StageOutput, TraceDataset
 from tracer.sources import fingerprint, schema_columns
 from tracer.tables import dataset_chunks, datasets
 
-KIND_OUTPUT, KIND_REPORTED, KIND_OPERATIONAL = 0, 1, 2
-CHUNK_SCHEMA = pa.schema(
-    [
-        ("dataset_id", pa.int32()),
-        ("kind", pa.int8()),
-        ("stage", pa.int16()),
-        ("key", pa.string()),
-        ("rows", pa.int32()),
-        ("grains", pa.int32()),  # distinct grain values among the key's rows
-        ("reason", pa.string()),
-    ]
-)
 _CHUNK_ROWS = 1 << 20
 
 Progress = Callable[[str, int], None]
@@ -87,7 +75,6 @@ def ingest_dataset(
                 run_pk=run_pk,
                 dataset_id=dataset_id,
                 seq=seq,
-                keys=table.num_rows,
                 data=_parquet_bytes(table),
             )
         )
@@ -102,7 +89,7 @@ def ingest_dataset(
             null_key_rows=reader.null_key_rows,
             duplicate_rows=reader.duplicate_rows,
             columns=schema_columns(source.schema),
-            status="ingested",
+            status=DatasetStatus.INGESTED,
             error=None,
             ingested_at=func.now(),
         )
@@ -116,11 +103,6 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", compression_level=1)
     return buffer.getvalue()
-
-
-def duckdb_connection(memory_limit: str = "1GB") -> duckdb.DuckDBPyConnection:
-    """DuckDB bounded in memory (it spills to disk beyond), using every core."""
-    return duckdb.connect(config={"threads": os.cpu_count() or 1, "memory_limit": memory_limit})
 
 
 class _Reader:
@@ -184,8 +166,7 @@ class _Reader:
         d = self.dataset
         key = keymod.duckdb_key(d.key_columns, self.pipeline.key_types)
         every = ", ".join(keymod.quote_ident(c) for c in d.schema.names)
-        if d.role == "output":
-            assert d.stage is not None
+        if isinstance(d, StageOutput):
             mapping = dict(zip(self.pipeline.key, d.key_columns, strict=True))
             grain = [mapping.get(c, c) for c in d.stage.grain]
             present = [keymod.quote_ident(c) for c in grain if c in d.schema.names]
@@ -193,7 +174,6 @@ class _Reader:
             stage, reason = "NULL", "NULL"
         else:
             source = d.source
-            assert source is not None
             grain_hash = "0"
             stage = (
                 f"trim(CAST({keymod.quote_ident(source.stage_column)} AS VARCHAR))"
@@ -232,17 +212,17 @@ GROUP BY s, k, r
             self._count_null_keys(stages, rows, null)
         d = self.dataset
         kind = (
-            KIND_OUTPUT
-            if d.role == "output"
-            else KIND_REPORTED
-            if d.source and d.source.reported
-            else KIND_OPERATIONAL
+            ChunkKind.OUTPUT
+            if isinstance(d, StageOutput)
+            else ChunkKind.REPORTED
+            if d.source.reported
+            else ChunkKind.OPERATIONAL
         )
         n = batch.num_rows
         table = pa.table(
             [
                 pa.repeat(pa.scalar(dataset_id, pa.int32()), n),
-                pa.repeat(pa.scalar(kind, pa.int8()), n),
+                pa.repeat(pa.scalar(int(kind), pa.int8()), n),
                 stages,
                 batch.column("key"),
                 pc.cast(rows, pa.int32()),
@@ -257,10 +237,10 @@ GROUP BY s, k, r
         """Map stage names to indexes; a value naming no stage is an error, not a guess."""
         d = self.dataset
         n = len(column)
-        fixed = d.stage.name if d.stage else d.source.stage if d.source else None
+        fixed = d.stage.name if isinstance(d, StageOutput) else d.source.stage
         if fixed is not None:
             return pa.repeat(pa.scalar(self.pipeline.graph.index[fixed], pa.int16()), n)
-        assert d.source is not None and d.source.stage_column is not None
+        assert isinstance(d, TraceDataset) and d.source.stage_column is not None
         names = pa.array(list(self.pipeline.graph.index))
         unknown = pc.unique(pc.filter(column, pc.invert(pc.is_in(column, names))))
         if len(unknown):

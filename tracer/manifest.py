@@ -1,5 +1,7 @@
 """The run manifest: load YAML or JSON, validate it, and open every dataset it names.
 
+Parsing and validation only: what it builds is the domain of tracer.model.
+
 Validation reads each dataset's schema (Parquet footers only), so a missing
 path, a missing key column or a key column of the wrong type is refused before
 anything is written. Every problem found is reported at once, each naming the
@@ -11,18 +13,26 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tracer import keys as keymod
 from tracer.errors import ManifestError
 from tracer.graph import StageGraph, build_graph
+from tracer.model import (
+    Dataset,
+    DatasetRole,
+    Manifest,
+    Pipeline,
+    Stage,
+    StageOutput,
+    TraceDataset,
+    TraceSource,
+)
 from tracer.sources import glob_base, open_dataset, resolve_path
 
 
@@ -75,68 +85,6 @@ class RunSpec(_Model):
 class ManifestSpec(_Model):
     pipeline: PipelineSpec | str
     run: RunSpec
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    index: int
-    parents: tuple[str, ...]
-    children: tuple[str, ...]
-    grain: tuple[str, ...]
-    fanout_expected: bool
-    split_route: bool
-
-
-@dataclass(frozen=True)
-class TraceSource:
-    name: str
-    reported: bool
-    stage: str | None
-    stage_column: str | None
-    reason_column: str | None
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """One path of the run: a stage output or a traceability source."""
-
-    name: str
-    role: Literal["output", "traceability"]
-    uri: str
-    field: str  # the manifest field naming it, for error messages
-    key_columns: tuple[str, ...]  # the lineage key's columns as named in this dataset
-    schema: pa.Schema
-    stage: Stage | None = None
-    source: TraceSource | None = None
-
-    def open(self) -> ds.Dataset:
-        return open_dataset(self.uri)
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    name: str
-    key: tuple[str, ...]
-    key_types: tuple[str, ...]
-    stages: tuple[Stage, ...]
-    traceability: tuple[TraceSource, ...]
-    graph: StageGraph
-    spec: dict[str, Any]
-
-    def stage(self, name: str) -> Stage:
-        return self.stages[self.graph.index[name]]
-
-
-@dataclass(frozen=True)
-class Manifest:
-    pipeline: Pipeline
-    run_id: str
-    label: str | None
-    rerun_of: str | None
-    datasets: tuple[Dataset, ...]
-    source: str
-    raw: dict[str, Any] = field(repr=False)
 
 
 PipelineLookup = Callable[[str], Mapping[str, Any]]
@@ -254,26 +202,18 @@ class _Validator:
         run = self.run.model_dump(mode="json")
         # Paths as resolved, so a worker anywhere re-validates the same files.
         uris = {(d.role, d.name): d.uri for d in datasets}
-        run["outputs"] = {n: uris[("output", n)] for n in run["outputs"]}
-        run["traceability"] = {n: uris[("traceability", n)] for n in run["traceability"]}
-        raw = {
-            "pipeline": pipeline.spec,
-            "run": run,
-            # What validation decided, so queries read it back instead of re-deriving it.
-            "resolved": {
-                "key_types": dict(zip(pipeline.key, pipeline.key_types, strict=True)),
-                "stages": list(graph.order),
-                "finals": list(graph.finals),
-            },
-        }
+        for role, names in (
+            (DatasetRole.OUTPUT, "outputs"),
+            (DatasetRole.TRACEABILITY, "traceability"),
+        ):
+            run[names] = {n: uris[(role, n)] for n in run[names]}
         return Manifest(
             pipeline=pipeline,
             run_id=self.run.id,
             label=self.run.label,
             rerun_of=self.run.rerun_of,
             datasets=tuple(datasets),
-            source=self.source,
-            raw=raw,
+            document={"pipeline": pipeline.spec, "run": run},
         )
 
     def check_key(self) -> None:
@@ -340,15 +280,13 @@ class _Validator:
         for stage in stages:
             at = f"run.outputs.{stage.name}"
             mapping = stage_specs[stage.name].columns
-            dataset = self.open(stage.name, "output", at, self.run.outputs.get(stage.name), mapping)
+            dataset = self.open(stage.name, at, self.run.outputs.get(stage.name), mapping)
             if dataset is not None:
-                out.append(Dataset(**dataset, stage=stage))
+                out.append(StageOutput(**dataset, stage=stage))
         for source in sources:
             at = f"run.traceability.{source.name}"
             mapping = trace_specs[source.name].columns
-            dataset = self.open(
-                source.name, "traceability", at, self.run.traceability.get(source.name), mapping
-            )
+            dataset = self.open(source.name, at, self.run.traceability.get(source.name), mapping)
             if dataset is None:
                 continue
             columns = set(dataset["schema"].names)
@@ -361,11 +299,11 @@ class _Validator:
                         f"{at} ({dataset['uri']}): {role} {column!r} is not a column; "
                         f"columns are {sorted(columns)}"
                     )
-            out.append(Dataset(**dataset, source=source))
+            out.append(TraceDataset(**dataset, source=source))
         return out
 
     def open(
-        self, name: str, role: str, at: str, path: str | None, mapping: Mapping[str, str]
+        self, name: str, at: str, path: str | None, mapping: Mapping[str, str]
     ) -> dict[str, Any] | None:
         if path is None:
             self.fail(f"{at}: missing path")
@@ -392,7 +330,6 @@ class _Validator:
                 )
         return {
             "name": name,
-            "role": role,
             "uri": uri,
             "field": at,
             "key_columns": key_columns,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Table, text
 
 from tracer.tables import NAMING, PARTITIONED_BY_RUN, dataset_chunks
 
@@ -53,30 +53,42 @@ def create_loading_tables(conn: Connection, run_pk: int) -> dict[str, str]:
     return names
 
 
+def _index_names(table: Table, name: str) -> list[tuple[str, str]]:
+    """(name by the metadata's convention, columns) of the key and indexes of `name`."""
+    named = []
+    if table.primary_key.columns:
+        columns = ", ".join(c.name for c in table.primary_key.columns)
+        named.append((NAMING["pk"] % {"table_name": name}, columns))
+    for index in table.indexes:
+        first = next(iter(index.columns)).name
+        columns = ", ".join(c.name for c in index.columns)
+        named.append((NAMING["ix"] % {"column_0_label": f"{name}_{first}"}, columns))
+    return named
+
+
 def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
     """Index the loaded tables, then swap them in for the run's current partitions."""
     pk = int(run_pk)
     for table in PARTITIONED_BY_RUN:
-        final = run_partition(table.name, pk)
-        loading = final + "_load"
+        loading = run_partition(table.name, pk) + "_load"
         # Built now, once, on the full table; ATTACH adopts them instead of building its own.
-        # Named by the metadata's convention for the final name: RENAME keeps index names.
-        if table.primary_key.columns:
-            columns = ", ".join(c.name for c in table.primary_key.columns)
-            pk_name = NAMING["pk"] % {"table_name": final}
-            conn.execute(
-                text(f"ALTER TABLE {loading} ADD CONSTRAINT {pk_name} PRIMARY KEY ({columns})")
-            )
-        for index in table.indexes:
-            columns = ", ".join(c.name for c in index.columns)
-            ix_name = NAMING["ix"] % {"column_0_label": f"{final}_{next(iter(index.columns)).name}"}
-            conn.execute(text(f"CREATE INDEX {ix_name} ON {loading} ({columns})"))
+        for position, (name, columns) in enumerate(_index_names(table, loading)):
+            if position == 0 and table.primary_key.columns:
+                conn.execute(
+                    text(f"ALTER TABLE {loading} ADD CONSTRAINT {name} PRIMARY KEY ({columns})")
+                )
+            else:
+                conn.execute(text(f"CREATE INDEX {name} ON {loading} ({columns})"))
         # Proves the partition bound up front, so ATTACH skips its own scan.
         conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
     for table in PARTITIONED_BY_RUN:
         final = run_partition(table.name, pk)
         conn.execute(text(f"DROP TABLE IF EXISTS {final}"))
         conn.execute(text(f"ALTER TABLE {final}_load RENAME TO {final}"))
+        for (old, _), (new, _) in zip(
+            _index_names(table, f"{final}_load"), _index_names(table, final), strict=True
+        ):
+            conn.execute(text(f"ALTER INDEX {old} RENAME TO {new}"))
         conn.execute(
             text(f"ALTER TABLE {table.name} ATTACH PARTITION {final} FOR VALUES IN ({pk})")
         )

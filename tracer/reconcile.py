@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import duckdb
 from sqlalchemy import Connection, select
 
-from tracer.manifest import Pipeline
+from tracer.model import DatasetRole, Pipeline
 from tracer.outcomes import RUN_BREAKERS, Final
 from tracer.tables import datasets
 
@@ -43,10 +43,10 @@ def flags_by_stage(
             datasets.c.columns,
         ).where(datasets.c.run_pk == run_pk)
     ).all()
-    outputs = {r.name: r for r in rows if r.role == "output"}
+    outputs = {r.name: r for r in rows if r.role == DatasetRole.OUTPUT}
     traced_null: dict[str, int] = {}
     for r in rows:
-        if r.role == "traceability":
+        if r.role == DatasetRole.TRACEABILITY:
             for stage, count in (r.null_key_rows or {}).items():
                 traced_null[stage] = traced_null.get(stage, 0) + count
     flags: dict[str, dict[str, Any]] = {}

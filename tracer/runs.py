@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Engine, delete, func, insert, select, text, u
 from tracer.classify import classify_run
 from tracer.errors import ConflictError, NotFoundError, TracerError
 from tracer.ingest import IngestResult, Progress, ingest_dataset
-from tracer.manifest import Dataset, Manifest, parse_manifest
+from tracer.manifest import parse_manifest
+from tracer.model import Dataset, DatasetStatus, Manifest, RunStatus
 from tracer.partitions import drop_run_partitions, ensure_chunk_partition
 from tracer.tables import datasets, pipelines, runs
 
@@ -49,14 +50,16 @@ def ingest_manifest(
                 progress(dataset.name, 0)
             changed = changed or not result.skipped
         status = conn.execute(select(runs.c.status).where(runs.c.pk == reg.run_pk)).scalar_one()
-        if changed or status != "classified":
+        if changed or status != RunStatus.CLASSIFIED:
             if on_classify:
                 on_classify()
             classify_run(conn, reg.run_pk, manifest.pipeline)
     return manifest.run_id
 
 
-def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting") -> Registered:
+def register_run(
+    conn: Connection, manifest: Manifest, status: RunStatus = RunStatus.INGESTING
+) -> Registered:
     """Create or update the run and its datasets; serialised per run id by an advisory lock."""
     _lock_text(conn, f"run-id:{manifest.run_id}")
     pipeline_id = _upsert_pipeline(conn, manifest.pipeline.name, manifest.pipeline.spec)
@@ -67,7 +70,8 @@ def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting"
         "pipeline_id": pipeline_id,
         "label": manifest.label,
         "rerun_of": manifest.rerun_of,
-        "manifest": manifest.raw,
+        "manifest": manifest.document,
+        "layout": manifest.layout.to_json(),
     }
     if row is None:
         run_pk = conn.execute(
@@ -77,7 +81,7 @@ def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting"
         ).scalar_one()
     else:
         run_pk = row.pk
-        if row.manifest["pipeline"] != manifest.raw["pipeline"]:
+        if row.manifest["pipeline"] != manifest.document["pipeline"]:
             raise ConflictError(
                 f"run {manifest.run_id!r} was ingested with another definition of pipeline "
                 f"{manifest.pipeline.name!r}; delete the run first or give this one a new id"
@@ -103,13 +107,15 @@ def register_run(conn: Connection, manifest: Manifest, status: str = "ingesting"
         if old is None:
             dataset_id = conn.execute(
                 insert(datasets)
-                .values(run_pk=run_pk, name=d.name, role=d.role, uri=d.uri, status="pending")
+                .values(
+                    run_pk=run_pk, name=d.name, role=d.role, uri=d.uri, status=DatasetStatus.PENDING
+                )
                 .returning(datasets.c.id)
             ).scalar_one()
             out.append((d, dataset_id, None))
         else:
             conn.execute(update(datasets).where(datasets.c.id == old.id).values(uri=d.uri))
-            previous = old.fingerprint if old.status == "ingested" else None
+            previous = old.fingerprint if old.status == DatasetStatus.INGESTED else None
             out.append((d, old.id, previous))
     return Registered(run_pk, out)
 
@@ -124,7 +130,7 @@ class Submitted:
 def submit_run(engine: Engine, manifest: Manifest) -> Submitted:
     """Register the run for step-by-step ingestion (status `queued`)."""
     with engine.begin() as conn:
-        reg = register_run(conn, manifest, status="queued")
+        reg = register_run(conn, manifest, status=RunStatus.QUEUED)
     return Submitted(reg.run_pk, manifest.run_id, [dataset_id for _, dataset_id, _ in reg.datasets])
 
 
@@ -145,7 +151,7 @@ def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
             raise NotFoundError(f"dataset {dataset_id} not found (was its run deleted?)")
         manifest = stored_manifest(conn, row.run_pk)
         dataset = next(d for d in manifest.datasets if (d.role, d.name) == (row.role, row.name))
-        previous = row.fingerprint if row.status == "ingested" else None
+        previous = row.fingerprint if row.status == DatasetStatus.INGESTED else None
         return ingest_dataset(conn, row.run_pk, dataset_id, dataset, manifest.pipeline, previous)
 
 
@@ -155,7 +161,7 @@ def classify_step(engine: Engine, run_pk: int) -> None:
         _lock(conn, "run", run_pk)
         pending = conn.execute(
             select(datasets.c.name, datasets.c.status).where(
-                datasets.c.run_pk == run_pk, datasets.c.status != "ingested"
+                datasets.c.run_pk == run_pk, datasets.c.status != DatasetStatus.INGESTED
             )
         ).all()
         if pending:
@@ -171,7 +177,7 @@ def record_failure(engine: Engine, run_pk: int | None, dataset_id: int | None, e
             conn.execute(
                 update(datasets)
                 .where(datasets.c.id == dataset_id)
-                .values(status="failed", error=error)
+                .values(status=DatasetStatus.FAILED, error=error)
             )
             run_pk = (
                 run_pk
@@ -181,17 +187,16 @@ def record_failure(engine: Engine, run_pk: int | None, dataset_id: int | None, e
             )
         if run_pk is not None:
             conn.execute(
-                update(runs).where(runs.c.pk == run_pk).values(status="failed", error=error)
+                update(runs).where(runs.c.pk == run_pk).values(status=RunStatus.FAILED, error=error)
             )
 
 
 def stored_manifest(conn: Connection, run_pk: int) -> Manifest:
     """The run's manifest as registered (paths already resolved), validated again."""
-    raw = conn.execute(select(runs.c.manifest).where(runs.c.pk == run_pk)).scalar()
-    if raw is None:
+    document = conn.execute(select(runs.c.manifest).where(runs.c.pk == run_pk)).scalar()
+    if document is None:
         raise NotFoundError(f"run {run_pk} not found (was it deleted?)")
-    data = {"pipeline": raw["pipeline"], "run": raw["run"]}
-    return parse_manifest(data, base_dir=Path("/"), source=f"run {raw['run']['id']}")
+    return parse_manifest(document, base_dir=Path("/"), source=f"run {document['run']['id']}")
 
 
 def _lock(conn: Connection, kind: str, ident: int) -> None:

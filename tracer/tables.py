@@ -12,9 +12,12 @@ than a linguistic collation, and keys are identifiers, not prose.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -30,6 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from tracer.model import DatasetRole, DatasetStatus, RunStatus
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -44,6 +49,12 @@ KEY = Text(collation="C")
 
 def _timestamp(name: str, nullable: bool = True) -> Column:
     return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def one_of(column: str, values: type[StrEnum]) -> CheckConstraint:
+    """The column holds a value of the enum: the database refuses a misspelt status."""
+    listed = ", ".join(f"'{v.value}'" for v in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
 
 
 pipelines = Table(
@@ -67,10 +78,12 @@ runs = Table(
     Column("status", Text, nullable=False),
     Column("error", Text),
     Column("manifest", JSONB, nullable=False),
+    Column("layout", JSONB, nullable=False),  # tracer.model.RunLayout: what the read side needs
     Column("totals", JSONB),
     Column("gap_cells", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _timestamp("classified_at"),
+    one_of("status", RunStatus),
 )
 
 datasets = Table(
@@ -91,6 +104,8 @@ datasets = Table(
     Column("error", Text),
     _timestamp("ingested_at"),
     UniqueConstraint("run_pk", "role", "name"),
+    one_of("status", DatasetStatus),
+    one_of("role", DatasetRole),
 )
 
 stage_summaries = Table(
@@ -111,7 +126,6 @@ dataset_chunks = Table(
     Column("run_pk", Integer, primary_key=True),
     Column("dataset_id", ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
     Column("seq", Integer, primary_key=True),
-    Column("keys", Integer, nullable=False),
     # zstd Parquet of tracer.ingest.CHUNK_SCHEMA; stored EXTERNAL (no second compression).
     Column("data", LargeBinary, nullable=False),
     postgresql_partition_by="LIST (run_pk)",

@@ -82,9 +82,9 @@ class RQDispatcher:
         except NoSuchJobError:
             return None
         status = JobStatus(job.get_status()).value
-        result = job.return_value() if status == "finished" else None
+        result = job.return_value() if status == JobStatus.FINISHED else None
         error = None
-        if status == "failed":
+        if status == JobStatus.FAILED:
             latest = job.latest_result()
             error = _last_line(latest.exc_string if latest else None)
         return {
@@ -109,7 +109,7 @@ class _Local:
     id: str
     description: str
     run_id: str
-    status: str = "queued"
+    status: str = JobStatus.QUEUED.value
     result: Any = None
     error: str | None = None
 
@@ -135,7 +135,7 @@ class InProcessDispatcher:
         return JobIds(ingest_ids, classify_id)
 
     def _classify_after(self, run_pk: int, ingest_ids: list[str]) -> Any:
-        failed = [i for i in ingest_ids if self.jobs[i].status != "finished"]
+        failed = [i for i in ingest_ids if self.jobs[i].status != JobStatus.FINISHED]
         if failed:
             raise RuntimeError(f"not run: ingest jobs failed: {', '.join(failed)}")
         return jobs.classify(run_pk)
@@ -148,12 +148,12 @@ class InProcessDispatcher:
         return job.id
 
     def _run(self, job: _Local, fn: Any, *args: Any) -> None:
-        job.status = "started"
+        job.status = JobStatus.STARTED.value
         try:
             job.result = fn(*args)
-            job.status = "finished"
+            job.status = JobStatus.FINISHED.value
         except Exception as exc:  # a job's failure is data for GET /jobs, not a crash
-            job.status = "failed"
+            job.status = JobStatus.FAILED.value
             job.error = _last_line(traceback.format_exception_only(exc)[-1]) or str(exc)
 
     def status(self, job_id: str) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""What every query needs first: the run, its key and its stages, from the stored manifest."""
+"""What every query needs first: the run, its key and its stages, from the stored layout."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from tracer import keys as keymod
 from tracer.errors import NotFoundError, TracerError
+from tracer.model import RunLayout, RunStatus
 from tracer.tables import pipelines, runs
 
 
@@ -22,12 +23,22 @@ class RunInfo:
     pipeline: str
     label: str | None
     rerun_of: str | None
-    status: str
+    status: RunStatus
     classified_at: Any
-    key: tuple[str, ...]
-    key_types: tuple[str, ...]
-    stages: tuple[str, ...]
+    layout: RunLayout
     row: Any
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return self.layout.key
+
+    @property
+    def key_types(self) -> tuple[str, ...]:
+        return self.layout.key_types
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return self.layout.stages
 
     def encode_key(self, values: Sequence[object]) -> str:
         try:
@@ -53,7 +64,8 @@ def load_run(
     conn: Connection, run_id: str, classified: bool = True, summary: bool = False
 ) -> RunInfo:
     """The run as queries need it; its totals and gap cells (kilobytes of JSON) on request."""
-    columns = [c for c in runs.c if summary or c.name not in ("totals", "gap_cells")]
+    skipped = ("manifest",) if summary else ("manifest", "totals", "gap_cells")
+    columns = [c for c in runs.c if c.name not in skipped]
     row = conn.execute(
         select(*columns, pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
@@ -61,25 +73,21 @@ def load_run(
     ).first()
     if row is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    if classified and row.status != "classified":
+    if classified and row.status != RunStatus.CLASSIFIED:
         raise TracerError(f"run {run_id!r} is {row.status}, not classified yet")
     return run_info(row)
 
 
 def run_info(row: Any) -> RunInfo:
-    resolved = row.manifest["resolved"]
-    key = tuple(row.manifest["pipeline"]["key"])
     return RunInfo(
         pk=row.pk,
         run_id=row.run_id,
         pipeline=row.pipeline_name,
         label=row.label,
         rerun_of=row.rerun_of,
-        status=row.status,
+        status=RunStatus(row.status),
         classified_at=row.classified_at,
-        key=key,
-        key_types=tuple(resolved["key_types"][c] for c in key),
-        stages=tuple(resolved["stages"]),
+        layout=RunLayout.from_json(row.layout),
         row=row,
     )
 

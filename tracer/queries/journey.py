@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from tracer.errors import NotFoundError, TracerError
+from tracer.model import RunStatus
 from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
 from tracer.queries.common import load_run, run_info
 from tracer.tables import datasets, key_outcomes, key_reasons, pipelines, runs
@@ -41,7 +42,7 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
                 "source": reason.name,
                 "reason": reason.reason,
                 "rows": reason.rows,
-                "reported": _reported(run.row.manifest, reason.name),
+                "reported": run.layout.reported[reason.name],
             }
         )
     stages = []
@@ -78,10 +79,6 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
     }
 
 
-def _reported(manifest: dict[str, Any], source: str) -> bool:
-    return next(t["reported"] for t in manifest["pipeline"]["traceability"] if t["name"] == source)
-
-
 def _is_final(met: dict[str, str], final: str, stages: list[dict[str, Any]]) -> bool:
     """The stage whose outcome became the final outcome (the last one the key left at)."""
     leaving = [s for s in stages if s["rows_in"] >= 1 and s["rows_out"] == 0]
@@ -95,7 +92,7 @@ def history(
     query = (
         select(runs, pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
-        .where(runs.c.status == "classified")
+        .where(runs.c.status == RunStatus.CLASSIFIED)
     )
     if pipeline is not None:
         query = query.where(pipelines.c.name == pipeline)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from tracer.errors import NotFoundError, TracerError
+from tracer.model import RunStatus
 from tracer.tables import datasets, pipelines, runs
 
 MAX_PAGE = 500
@@ -113,7 +114,7 @@ def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
             }
             for p in parts
         ],
-        "totals": row.totals if row.status == "classified" else None,
+        "totals": row.totals if row.status == RunStatus.CLASSIFIED else None,
     }
 
 

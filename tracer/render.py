@@ -1,79 +1,257 @@
-"""Human-readable tables for the CLI (the JSON shapes are the query results themselves)."""
+"""Human-readable tables for the CLI (the JSON shapes are the query results themselves).
+
+A report whose figures cannot be read has failed, so every layout is planned for
+the width it is printed at. A figure's column is as wide as its widest figure and
+never wraps; names (stages, outcomes, gap cells, runs) stay whole while there is
+room; only free text (reasons, labels, sample keys) may always wrap. When the
+figures do not fit, the layout changes (stages become numbered columns, then
+groups of columns; reasons move under the table) instead of letting rich cut a
+number down to `…`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from rich.console import Group
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from tracer.outcomes import RUN_BREAKERS
+from tracer.outcomes import RUN_BREAKERS, STAGE_OUTCOMES
 
-# Columns of the per-stage reconciliation, in the order lineage-semantics.md lists them:
-# (header, outcome label or None for a computed column).
-_STAGE_COLUMNS = (
-    ("in", None),
-    ("out", None),
-    ("dropped", "dropped"),
-    ("ops-only", "dropped_unreported"),
-    ("partial", "partially_dropped"),
-    ("orphaned", "orphaned"),
-    ("multiplied", "multiplied"),
-    ("expanded", "expanded"),
-    ("collapsed", "collapsed"),
-    ("appeared", "appeared"),
-    ("conflict", "conflict"),
-    ("phantom", "phantom_drop"),
-    ("grain viol", None),
-    ("null key", None),
-    ("dup rows", None),
-)
+GAP = 2
+"""Columns are two spaces apart (one of padding, one of invisible divider)."""
+TEXT_FLOOR = 8
+"""The narrowest a free-text column is planned at: below its length it wraps, never cuts."""
+MIN_WIDTH = 80
+"""Piped output without COLUMNS is never laid out narrower than a terminal would be ..."""
+MAX_WIDTH = 200
+"""... nor wider than this: beyond it the layouts fold rather than make endless lines."""
+
 _BAD = {o.label for o in RUN_BREAKERS}
+_RED = "bold red"
+
+Cell = Text | str
 
 
 def key_text(key: dict[str, object]) -> str:
     return "|".join(str(v) for v in key.values())
 
 
-def _cell(value: int, bad: bool = False) -> Text:
-    if not value:
-        return Text("·", style="dim")
-    return Text(f"{value:,}", style="bold red" if bad else "")
+def figure(value: int, sign: bool = False) -> str:
+    """How every count is written: thousands separated, signed where it is a difference."""
+    return f"{value:+,}" if sign else f"{value:,}"
 
 
-def _stage_cells(s: dict[str, Any]) -> list[Text]:
-    o, rows, flags = s["outcomes"], s["rows"], s["flags"]
-    cells = [Text(f"{s['totals']['keys_in'] or o['entered']:,}"), _cell(s["totals"]["keys_out"])]
-    for _, label in _STAGE_COLUMNS[2:12]:
-        assert label is not None
-        cell = _cell(o[label], label in _BAD)
-        if label == "multiplied" and o[label]:
-            cell.append(f" +{rows['multiplied']['out'] - rows['multiplied']['in']:,}r")
-        cells.append(cell)
-    cells.append(_cell(flags["grain_violation"], True))
-    cells.append(_cell(flags["null_key"]["total"], True))
-    cells.append(_cell(flags["duplicate_rows"], True))
-    return cells
+@dataclass(frozen=True)
+class _Col:
+    """A column and how it may give way when the table is too wide.
+
+    figure: right-aligned, never wrapped (the layouts leave room for it or change).
+    name: an identifier someone will type back (stage, outcome, cell); whole while it fits.
+    text: free text; wraps, folding words longer than the column.
+    """
+
+    header: str
+    kind: Literal["figure", "name", "text"] = "text"
 
 
-def report(data: dict[str, Any]) -> Group:
-    """Keys per stage and outcome; columns that are zero at every stage are left out."""
-    run, totals = data["run"], data["totals"]
+def _fig(header: str) -> _Col:
+    return _Col(header, "figure")
+
+
+def _name(header: str) -> _Col:
+    return _Col(header, "name")
+
+
+def _width(cell: Cell) -> int:
+    plain = cell.plain if isinstance(cell, Text) else cell
+    return max((cell_len(line) for line in plain.split("\n")), default=0)
+
+
+def _widths(cols: Sequence[_Col], rows: Sequence[Sequence[Cell]]) -> list[int]:
+    return [max([_width(c.header), *(_width(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+
+
+def _needed(cols: Sequence[_Col], rows: Sequence[Sequence[Cell]], gap: int = GAP) -> int:
+    """Width the table needs with figures and names whole and text at its floor."""
+    widths = _widths(cols, rows)
+    planned = [
+        w if c.kind != "text" else min(w, TEXT_FLOOR) for c, w in zip(cols, widths, strict=True)
+    ]
+    return sum(planned) + gap * (len(cols) - 1)
+
+
+def _table(
+    cols: Sequence[_Col],
+    rows: Sequence[Sequence[Cell]],
+    width: int,
+    sections: frozenset[int] = frozenset(),
+    show_header: bool = True,
+    gap: int = GAP,
+) -> Table:
+    """A borderless table for `width`; `sections` are the rows followed by a blank line.
+
+    Names become wrapping text only when keeping them whole would leave no room.
+    """
+    if _needed(cols, rows, gap) > width:
+        cols = [c if c.kind != "name" else _Col(c.header) for c in cols]
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        padding=(0, gap - 1, 0, 0),
+        header_style="bold",
+        show_header=show_header,
+    )
+    for col, size in zip(cols, _widths(cols, rows), strict=True):
+        if col.kind == "text":
+            table.add_column(col.header, overflow="fold")
+        else:
+            # no_wrap keeps rich from narrowing it; min_width from the content keeps it whole.
+            justify = "right" if col.kind == "figure" else "left"
+            table.add_column(col.header, justify=justify, no_wrap=True, min_width=size)
+    for i, row in enumerate(rows):
+        table.add_row(*row, end_section=i in sections)
+    return table
+
+
+def natural_width(renderable: RenderableType) -> int:
+    """The width to print at when piped without COLUMNS: that of the widest table."""
+    console = Console(width=MAX_WIDTH)
+    parts = renderable.renderables if isinstance(renderable, Group) else [renderable]
+    tables = [p for p in parts if isinstance(p, Table)]
+    widest = max((Measurement.get(console, console.options, t).maximum for t in tables), default=0)
+    return min(max(widest, MIN_WIDTH), MAX_WIDTH)
+
+
+def _heading(text: str) -> Text:
+    return Text(text, style="bold")
+
+
+def _count(value: int, style: str = "", sign: bool = False) -> Text:
+    return Text(figure(value, sign), style=style) if value else Text("·", style="dim")
+
+
+def _wrap_items(items: list[str], width: int, lead: str = "") -> Text:
+    """Items joined by ` · `, broken only between items (`3 offer_selection` stays one)."""
+    lines = [lead + items[0]] if items else [lead]
+    for item in items[1:]:
+        if cell_len(f"{lines[-1]} · {item}") <= width:
+            lines[-1] += f" · {item}"
+        else:
+            lines.append(f"  {item}")
+    return Text("\n".join(lines))
+
+
+# --- tracer reconciliation ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One row of the per-stage table: a label and its count at every stage."""
+
+    label: str
+    values: list[int]
+    style: str = ""
+    sign: bool = False
+    always: bool = False
+
+
+def _stage_lines(stages: list[dict[str, Any]]) -> list[list[_Line]]:
+    """The per-stage table's sections; a line that is zero at every stage is left out."""
+    t = [s["totals"] for s in stages]
+    keys = [
+        _Line("keys in", [x["keys_in"] for x in t], always=True),
+        _Line("keys out", [x["keys_out"] for x in t], always=True),
+        _Line("keys with drops", [x["keys_dropped"] for x in t]),
+    ]
+    rows = [
+        _Line("rows in", [x["rows_in"] for x in t], always=True),
+        _Line("rows out", [x["rows_out"] for x in t], always=True),
+        _Line("rows dropped", [x["rows_dropped"] for x in t]),
+    ]
+    outcomes = []
+    for outcome in STAGE_OUTCOMES:
+        label = outcome.label
+        style = _RED if label in _BAD else ""
+        outcomes.append(_Line(label, [s["outcomes"][label] for s in stages], style))
+        if label == "multiplied":
+            extra = [s["rows"][label]["rows_out"] - s["rows"][label]["rows_in"] for s in stages]
+            outcomes.append(_Line("  extra rows", extra, style, sign=True))
+    flags = [
+        _Line("grain_violation", [s["flags"]["grain_violation"] for s in stages], _RED),
+        _Line("null-key rows", [s["flags"]["null_key"]["total"] for s in stages], _RED),
+        _Line("duplicate rows", [s["flags"]["duplicate_rows"] for s in stages], _RED),
+    ]
+    sections = [[x for x in part if x.always or any(x.values)] for part in (keys, rows, outcomes)]
+    return [part for part in [*sections, [x for x in flags if any(x.values)]] if part]
+
+
+def _stage_tables(stages: list[dict[str, Any]], width: int) -> list[RenderableType]:
+    """Outcomes as rows, stages as columns: named if they fit, else numbered, else in groups.
+
+    Rows of figures are what must stay readable; a column per stage keeps each figure
+    next to its neighbours, and the outcome labels (what `--outcome` takes) stay whole.
+    """
+    sections = _stage_lines(stages)
+    lines = [x for part in sections for x in part]
+    ends = frozenset(sum(len(p) for p in sections[: i + 1]) - 1 for i in range(len(sections) - 1))
+    labels: list[Cell] = [Text(x.label, style=x.style) for x in lines]
+    cells = [[_count(v, x.style, x.sign) for v in x.values] for x in lines]
+    names = [s["stage"] for s in stages]
+    numbers = [str(i + 1) for i in range(len(stages))]
+    label_width = max((_width(x) for x in labels), default=0)
+
+    def needed(indexes: list[int], headers: list[str], gap: int) -> int:
+        return label_width + sum(
+            gap + max([_width(headers[i]), *(_width(row[i]) for row in cells)]) for i in indexes
+        )
+
+    def table(indexes: list[int], headers: list[str], gap: int = GAP) -> Table:
+        cols = [_name(""), *(_fig(headers[i]) for i in indexes)]
+        rows = [[labels[r], *(cells[r][i] for i in indexes)] for r in range(len(lines))]
+        return _table(cols, rows, width, ends, gap=gap)
+
+    every = list(range(len(stages)))
+    if needed(every, names, GAP) <= width:
+        return [table(every, names)]
+    legend = _wrap_items(
+        [f"{n} {name}" for n, name in zip(numbers, names, strict=True)], width, "stages: "
+    )
+    for gap in (GAP, 1):  # figures with thousands separators still read one space apart
+        if needed(every, numbers, gap) <= width:
+            return [legend, table(every, numbers, gap)]
+    # Groups of consecutive stages, as even as the widest stage allows.
+    groups = [[i] for i in every]
+    for count in range(2, len(stages) + 1):
+        size = -(-len(stages) // count)
+        groups = [every[i : i + size] for i in range(0, len(stages), size)]
+        if all(needed(g, numbers, GAP) <= width for g in groups):
+            break
+    return [legend, *(table(g, numbers) for g in groups)]
+
+
+_STAGE_NOTE = "per stage: distinct keys, or rows where the label says so; · is zero"
+
+
+def report(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """Keys and rows per stage, the run's totals, and the cells that explain both gaps."""
+    run, totals = data["run"], data["totals"]  # run: the header every answer carries
     title = f"run {run['run_id']} · pipeline {run['pipeline']}" + (
         f" · {run['label']}" if run.get("label") else ""
     )
-    rows = [(s["stage"], _stage_cells(s)) for s in data["stages"]]
-    keep = [
-        i for i in range(len(_STAGE_COLUMNS)) if i < 2 or any(r[1][i].plain != "·" for r in rows)
+    parts: list[RenderableType] = [
+        _heading(title),
+        Text(_STAGE_NOTE, style="italic"),
+        *_stage_tables(data["stages"], width),
     ]
-    stages = Table(title=title + " · distinct keys per stage", title_justify="left")
-    stages.add_column("stage", no_wrap=True)
-    for i in keep:
-        stages.add_column(_STAGE_COLUMNS[i][0], justify="right")
-    for name, cells in rows:
-        stages.add_row(name, *(cells[i] for i in keep))
-    parts: list[Any] = [stages]
     drift = [
         f"  {s['stage']}: lost {'' if c['role'] == 'column' else c['role'] + ' '}column "
         f"{c['column']!r} (present in {c['parent']})"
@@ -82,17 +260,20 @@ def report(data: dict[str, Any]) -> Group:
     ]
     if drift:
         parts.append(Text("schema drift:\n" + "\n".join(drift), style="yellow"))
-    parts.append(_totals(totals))
-    for title, cells in (
-        ("gap", data["gap_cells"]),
-        ("reporting gap", data["reporting_gap_cells"]),
-    ):
+    parts += [Text(""), _heading("run totals (distinct keys)"), _totals(totals, width)]
+    for name, cells in (("gap", data["gap_cells"]), ("reporting gap", data["reporting_gap_cells"])):
         if cells:
-            parts.append(_gap_table(title, totals, cells))
+            gap = totals["gap" if name == "gap" else "reporting_gap"]
+            parts += [
+                Text(""),
+                _heading(f"why the {name} is {figure(gap, sign=True)}"),
+                _gap_table(cells, width),
+            ]
     return Group(*parts)
 
 
 _TOTALS = (
+    ("keys", "keys (anywhere in the run)"),
     ("entered", "entered (first stage)"),
     ("targeted", "targeted (in a final output)"),
     ("dropped", "dropped, reported"),
@@ -104,88 +285,169 @@ _TOTALS = (
     ("traced_reported", "traced in reported sources"),
     ("gap", "gap = entered - targeted - traced"),
     ("reporting_gap", "reporting gap (reported sources)"),
+    ("null_key_rows", "rows with a null key"),
 )
+_BAD_TOTALS = {
+    "orphaned",
+    "dropped_unreported",
+    "gap",
+    "reporting_gap",
+    "residual",
+    "null_key_rows",
+}
 
 
-def _totals(t: dict[str, Any]) -> Table:
-    table = Table(title="run totals (distinct keys)", title_justify="left", show_header=False)
-    table.add_column("what")
-    table.add_column("keys", justify="right")
+def _totals(t: dict[str, Any], width: int) -> Table:
+    rows: list[list[Cell]] = []
     for name, label in _TOTALS:
-        value = t[name]
-        bad = name in ("orphaned", "dropped_unreported", "gap", "reporting_gap", "residual")
-        table.add_row(label, _cell(value, bad) if value else Text("0"))
-    verdict = Text("yes", style="green") if t["reconciles"] else Text("NO", style="bold red")
-    table.add_row("reconciles", verdict)
-    return table
+        if name in t:
+            style = _RED if t[name] and name in _BAD_TOTALS else ""
+            rows.append([label, Text(figure(t[name]), style=style)])
+    verdict = Text("yes", style="green") if t["reconciles"] else Text("NO", style=_RED)
+    rows.append(["reconciles", verdict])
+    return _table([_Col("what"), _fig("keys")], rows, width, show_header=False)
 
 
-def _gap_table(title: str, totals: dict[str, Any], cells: list[dict[str, Any]]) -> Table:
-    gap = totals["gap" if title == "gap" else "reporting_gap"]
-    table = Table(
-        title=f"why the {title} is {gap:+,}: keys by (entered, targeted, traced)",
-        title_justify="left",
-    )
-    for name in ("cell", "entered", "targeted", "traced", "keys", "contribution", "e.g."):
-        table.add_column(name, justify="right" if name in ("keys", "contribution") else "left")
-    for c in cells:
-        table.add_row(
+def _gap_table(cells: list[dict[str, Any]], width: int) -> Table:
+    """One row per (entered, targeted, traced) cell; the flags go when room is short."""
+    flags = ("entered", "targeted", "traced")
+    rows: list[list[Cell]] = [
+        [
             c["cell"],
-            "yes" if c["entered"] else "no",
-            "yes" if c["targeted"] else "no",
-            "yes" if c["traced"] else "no",
-            f"{c['keys']:,}",
-            f"{c['contribution']:+,}",
+            *("yes" if c[f] else "no" for f in flags),
+            figure(c["keys"]),
+            figure(c["contribution"], sign=True),
             ", ".join(key_text(k) for k in c["sample"][:3]),
-        )
-    return table
+        ]
+        for c in cells
+    ]
+    # The cell name is what `tracer gap-keys` takes, and it says the flags: keep it
+    # whole and drop the flags before wrapping it.
+    cols = [_name("cell"), *map(_name, flags), _fig("keys"), _fig("contribution"), _Col("e.g.")]
+    if _needed(cols, rows) <= width:
+        return _table(cols, rows, width)
+    return _table([cols[0], *cols[4:]], [[r[0], *r[4:]] for r in rows], width)
 
 
-def journey(data: dict[str, Any]) -> Group:
+# --- tracer journey ---------------------------------------------------------------------------
+
+
+def _reasons(stage: dict[str, Any]) -> str:
+    return "; ".join(
+        f"{r['source']}: {r['reason']} ({figure(r['rows'])} row{'s' * (r['rows'] != 1)}"
+        f"{'' if r['reported'] else ', not reported'})"
+        for r in stage["reasons"]
+    )
+
+
+_DROPS = (("dropped", "rows_dropped_reported"), ("ops-only", "rows_dropped_operational"))
+
+
+def journey(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """One client's stages: outcome, rows in, out and dropped, and the reasons given.
+
+    The reasons get a column when they fit on one line, else a list under the table.
+    """
     head = Text.assemble(
         ("client ", ""),
         (key_text(data["key"]), "bold"),
-        (f" in run {data['run']}: ", ""),
+        (f" in run {data['run']['run_id']}: ", ""),
         (
             data["final_outcome"],
-            "bold green" if data["final_outcome"] == "targeted" else "bold red",
+            "bold green" if data["final_outcome"] == "targeted" else _RED,
         ),
     )
-    table = Table(show_header=True)
-    for name in ("stage", "outcome", "rows in", "rows out", "reasons"):
-        table.add_column(name, justify="right" if name.startswith("rows") else "left")
-    for s in data["stages"]:
-        reasons = "; ".join(
-            f"{r['source']}: {r['reason']} ({r['rows']} row{'s' * (r['rows'] != 1)}"
-            f"{'' if r['reported'] else ', not reported'})"
-            for r in s["reasons"]
+    stages = data["stages"]
+    drops = [(header, field) for header, field in _DROPS if any(s[field] for s in stages)]
+    cols = [_name("stage"), _name("outcome"), _fig("rows in"), _fig("rows out")]
+    cols += [_fig(header) for header, _ in drops]
+    rows: list[list[Cell]] = []
+    for s in stages:
+        bad = s["outcome"] in _BAD or s["grain_violation"]
+        outcome = s["outcome"] + ("\n+ grain violation" if s["grain_violation"] else "")
+        rows.append(
+            [
+                s["stage"],
+                Text(outcome, style="red" if bad else ""),
+                figure(s["rows_in"]),
+                figure(s["rows_out"]),
+                *(figure(s[field]) for _, field in drops),
+            ]
         )
-        outcome = s["outcome"] + (" + grain violation" if s["grain_violation"] else "")
-        table.add_row(
-            s["stage"],
-            Text(outcome, style="red" if s["outcome"] in _BAD or s["grain_violation"] else ""),
-            str(s["rows_in"]),
-            str(s["rows_out"]),
-            reasons,
-        )
-    parts: list[Any] = [head, table]
+    reasons = [_reasons(s) for s in stages]
+    with_reasons = [[*r, x] for r, x in zip(rows, reasons, strict=True)]
+    parts: list[RenderableType] = [head]
+    if _needed([*cols, _name("reasons")], with_reasons) <= width:
+        parts.append(_table([*cols, _Col("reasons")], with_reasons, width))
+    else:
+        parts.append(_table(cols, rows, width))
+        given = [f"  {s['stage']}: {x}" for s, x in zip(stages, reasons, strict=True) if x]
+        if given:
+            parts.append(Text("reasons:\n" + "\n".join(given)))
     if data["anomalies"]:
         met = ", ".join(f"{a['anomaly']} at {a['stage']}" for a in data["anomalies"])
         parts.append(Text(f"anomalies met: {met}", style="yellow"))
     return Group(*parts)
 
 
-def anomaly_list(data: dict[str, Any]) -> Table:
-    table = Table(title=f"{data['outcome']} in run {data['run']}", title_justify="left")
-    for name in ("stage", "key", "rows in", "rows out", "rows dropped", "extra rows"):
-        table.add_column(name, justify="left" if name in ("stage", "key") else "right")
-    for item in data["items"]:
-        table.add_row(
+# --- tracer anomalies, tracer history -------------------------------------------------------
+
+
+def anomaly_list(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """The keys with one outcome, with their rows at that stage."""
+    where = f" at {data['stage']}" if data.get("stage") else ""
+    head = _heading(f"{data['outcome']} in run {data['run']['run_id']}{where}")
+    if not data["items"]:
+        return Group(head, Text("no keys"))
+    cols = [_name("stage"), _name("key")]
+    cols += [_fig(h) for h in ("rows in", "rows out", "rows dropped", "extra rows")]
+    rows: list[list[Cell]] = [
+        [
             item["stage"],
             key_text(item["key"]),
-            str(item["rows_in"]),
-            str(item["rows_out"]),
-            str(item["rows_drop"]),
-            str(item["extra_rows"]),
+            *(figure(item[f]) for f in ("rows_in", "rows_out", "rows_dropped", "extra_rows")),
+        ]
+        for item in data["items"]
+    ]
+    return Group(head, _table(cols, rows, width))
+
+
+def _classified(value: str | None) -> str:
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def history(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """Every run the client appears in, newest first, with its final outcome there.
+
+    Run labels get a column when they fit on one line, else a list under the table.
+    """
+    items = data["items"]
+    runs = [item["run"] for item in items]
+    key = key_text(items[0]["key"]) if items else ""
+    count = f"{figure(len(items))} run{'s' * (len(items) != 1)}"
+    head = _heading(f"client {key} in " + (f"the newest {count}" if data.get("next") else count))
+    cols = [_name("run"), _name("pipeline"), _name("final outcome"), _name("classified (UTC)")]
+    reruns = any(r.get("rerun_of") for r in runs)
+    cols += [_name("rerun of")] if reruns else []
+    rows: list[list[Cell]] = []
+    for r, item in zip(runs, items, strict=True):
+        final = item["final_outcome"]
+        rows.append(
+            [
+                r["run_id"],
+                r["pipeline"],
+                Text(final, style="green" if final == "targeted" else "red"),
+                _classified(r.get("classified_at")),
+                *([r.get("rerun_of") or ""] if reruns else []),
+            ]
         )
-    return table
+    labels = [r.get("label") or "" for r in runs]
+    with_labels = [[*row, label] for row, label in zip(rows, labels, strict=True)]
+    if not any(labels):
+        return Group(head, _table(cols, rows, width))
+    if _needed([*cols, _name("label")], with_labels) <= width:
+        return Group(head, _table([*cols, _Col("label")], with_labels, width))
+    given = [f"  {r['run_id']}: {label}" for r, label in zip(runs, labels, strict=True) if label]
+    return Group(head, _table(cols, rows, width), Text("labels:\n" + "\n".join(given)))

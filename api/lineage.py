@@ -1,4 +1,4 @@
-"""Lineage answers for one run: reconciliation, anomalies, gap keys, client journeys, comparison."""
+"""Lineage answers for one run: reconciliation, anomalies, gap keys, journeys, comparison."""
 
 from __future__ import annotations
 
@@ -11,19 +11,21 @@ from flask import Response, stream_with_context
 from flask_smorest import Blueprint
 
 from api.errors import error_response
+from api.pages import with_next_url
 from api.schemas import (
     AnomalyArgsSchema,
     AnomalyPageSchema,
+    GapKeysArgsSchema,
     GapKeysPageSchema,
     JourneySchema,
     KeyArgsSchema,
-    PageArgsSchema,
     ReconciliationSchema,
 )
 from api.schemas import ErrorSchema as ERROR
 from api.state import connection
-from tracer.queries.anomalies import MAX_LIMIT, anomalies, gap_keys
+from tracer.queries.anomalies import anomalies, gap_keys
 from tracer.queries.journey import journey
+from tracer.queries.pages import MAX_LIMIT
 from tracer.queries.reconciliation import reconciliation
 
 blp = Blueprint("lineage", __name__, url_prefix="/api/v1/runs", description="Where clients went")
@@ -33,7 +35,7 @@ blp = Blueprint("lineage", __name__, url_prefix="/api/v1/runs", description="Whe
 @blp.response(200, ReconciliationSchema)
 @blp.alt_response(404, schema=ERROR, description="No such run")
 def get_reconciliation(run_id: str) -> dict[str, Any]:
-    """The run's reconciliation: what `tracer report --json` prints."""
+    """The run's reconciliation: what `tracer reconciliation --json` prints."""
     with connection() as conn:
         return reconciliation(conn, run_id)
 
@@ -62,9 +64,10 @@ def get_anomalies(args: dict[str, Any], run_id: str) -> Any:
             },
         )
     with connection() as conn:
-        return anomalies(
+        page = anomalies(
             conn, run_id, args["outcome"], args.get("stage"), args["limit"], args.get("next")
         )
+    return with_next_url(page)
 
 
 def _csv(run_id: str, outcome: str, stage: str | None, first: dict[str, Any]) -> Iterator[str]:
@@ -79,10 +82,10 @@ def _csv(run_id: str, outcome: str, stage: str | None, first: dict[str, Any]) ->
             if key_columns is None:
                 key_columns = list(item["key"])
                 out.writerow(
-                    ["stage", *key_columns, "rows_in", "rows_out", "rows_drop", "extra_rows"]
+                    ["stage", *key_columns, "rows_in", "rows_out", "rows_dropped", "extra_rows"]
                 )
             out.writerow([item["stage"], *item["key"].values(), item["rows_in"], item["rows_out"],
-                          item["rows_drop"], item["extra_rows"]])  # fmt: skip
+                          item["rows_dropped"], item["extra_rows"]])  # fmt: skip
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()
@@ -91,25 +94,26 @@ def _csv(run_id: str, outcome: str, stage: str | None, first: dict[str, Any]) ->
 
 
 @blp.route("/<run_id>/gap_cells/<cell>/keys")
-@blp.arguments(PageArgsSchema, location="query")
+@blp.arguments(GapKeysArgsSchema, location="query")
 @blp.response(200, GapKeysPageSchema)
 @blp.alt_response(404, schema=ERROR, description="No such run")
 def get_gap_keys(args: dict[str, Any], run_id: str, cell: str) -> dict[str, Any]:
     """The keys behind one cell of the gap (e.g. `lost`, `counted_twice`)."""
     with connection() as conn:
-        return gap_keys(conn, run_id, cell, args["reporting"], args["limit"], args.get("next"))
+        page = gap_keys(conn, run_id, cell, args["reporting"], args["limit"], args.get("next"))
+    return with_next_url(page)
 
 
-@blp.route("/<run_id>/clients/<key>")
+@blp.route("/<run_id>/journeys/<key>")
 @blp.response(200, JourneySchema)
 @blp.alt_response(404, schema=ERROR, description="No such run, or the client has no record in it")
 def get_journey(run_id: str, key: str) -> dict[str, Any]:
-    """Where did this client go? (single-column keys; see /clients?key=... for composite ones)"""
+    """Where did this client go? (single-column keys; see /journeys?key=... for composite ones)"""
     with connection() as conn:
         return journey(conn, run_id, [key])
 
 
-@blp.route("/<run_id>/clients")
+@blp.route("/<run_id>/journeys")
 @blp.arguments(KeyArgsSchema, location="query")
 @blp.response(200, JourneySchema)
 @blp.alt_response(404, schema=ERROR, description="No such run, or the client has no record in it")

@@ -9,14 +9,15 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
+from api.pages import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
 from api.state import connection, state
 from tracer.errors import ManifestError
 from tracer.manifest import ManifestSpec, parse_manifest
 from tracer.model import RunStatus
-from tracer.queries.runs import list_runs, run_detail
-from tracer.runs import delete_run, pipeline_lookup, submit_run
+from tracer.queries.catalog import list_runs, run_detail
+from tracer.store import delete_run, pipeline_lookup, submit_run
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Pipeline runs")
 
@@ -54,9 +55,13 @@ class Runs(MethodView):
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunListSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """List runs, newest first (filter by pipeline, label, status)."""
+        """List runs, newest first (filter by pipeline, label, status), keyset pages."""
         with connection() as conn:
-            return list_runs(conn, **args)
+            page = list_runs(
+                conn, args.get("pipeline"), args.get("label"), args.get("status"),
+                args["limit"], args.get("next"),
+            )  # fmt: skip
+        return with_next_url(page)
 
     @blp.doc(requestBody=MANIFEST_BODY)
     @blp.response(202, RunCreatedSchema)

@@ -13,8 +13,7 @@ from marshmallow import Schema, fields, validate
 
 from tracer.model import DatasetRole, DatasetStatus, RunStatus
 from tracer.outcomes import Outcome
-from tracer.queries.anomalies import MAX_LIMIT
-from tracer.queries.runs import MAX_PAGE
+from tracer.queries.pages import MAX_LIMIT, MAX_PAGE
 
 
 def one_of(values: type[StrEnum]) -> validate.OneOf:
@@ -41,13 +40,34 @@ class ErrorSchema(_Strict):
     errors = fields.List(fields.String(), required=True)
 
 
-class RunHeaderSchema(_Strict):
+class RunSchema(_Strict):
+    """A run, the same object in every answer that names one."""
+
     run_id = fields.String(required=True)
     pipeline = fields.String(required=True)
-    label = fields.String(allow_none=True)
-    rerun_of = fields.String(allow_none=True)
+    label = fields.String(allow_none=True, required=True)
+    rerun_of = fields.String(allow_none=True, required=True)
     status = fields.String(required=True, validate=one_of(RunStatus))
-    classified_at = fields.String(allow_none=True)
+    error = fields.String(allow_none=True, required=True)
+    created_at = fields.String(allow_none=True, required=True)
+    classified_at = fields.String(allow_none=True, required=True)
+
+
+class PageSchema(_Strict):
+    """Every list: its items, then the keyset token and URL of the next page (null at the end)."""
+
+    next = fields.String(allow_none=True, required=True)
+    next_url = fields.String(allow_none=True, required=True)
+
+
+class PageArgsSchema(Schema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LIMIT))
+    next = fields.String(metadata={"description": "The `next` token of the previous page"})
+
+
+class ListArgsSchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
+    next = fields.String(metadata={"description": "The `next` token of the previous page"})
 
 
 class TotalsSchema(_Strict):
@@ -78,9 +98,9 @@ class GapCellSchema(_Strict):
 
 
 class RowsSchema(_Strict):
-    rows_in = fields.Integer(required=True, data_key="in", attribute="in")
-    out = fields.Integer(required=True)
-    drop = fields.Integer(required=True)
+    rows_in = fields.Integer(required=True)
+    rows_out = fields.Integer(required=True)
+    rows_dropped = fields.Integer(required=True)
 
 
 class NullKeySchema(_Strict):
@@ -108,7 +128,7 @@ class StageTotalsSchema(_Strict):
     keys_dropped = fields.Integer(required=True)
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
-    rows_drop = fields.Integer(required=True)
+    rows_dropped = fields.Integer(required=True)
 
 
 class StageSummarySchema(_Strict):
@@ -120,7 +140,7 @@ class StageSummarySchema(_Strict):
 
 
 class ReconciliationSchema(_Strict):
-    run = fields.Nested(RunHeaderSchema, required=True)
+    run = fields.Nested(RunSchema, required=True)
     totals = fields.Nested(TotalsSchema, required=True)
     gap_cells = fields.List(fields.Nested(GapCellSchema), required=True)
     reporting_gap_cells = fields.List(fields.Nested(GapCellSchema), required=True)
@@ -139,8 +159,8 @@ class JourneyStageSchema(_Strict):
     outcome = fields.String(required=True)
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
-    rows_drop_reported = fields.Integer(required=True)
-    rows_drop_operational = fields.Integer(required=True)
+    rows_dropped_reported = fields.Integer(required=True)
+    rows_dropped_operational = fields.Integer(required=True)
     grain_violation = fields.Boolean(required=True)
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
 
@@ -151,7 +171,7 @@ class AnomalyMetSchema(_Strict):
 
 
 class JourneySchema(_Strict):
-    run = fields.String(required=True)
+    run = fields.Nested(RunSchema, required=True)
     key = Key
     final_outcome = fields.String(required=True)
     entered = fields.Boolean(required=True)
@@ -160,13 +180,14 @@ class JourneySchema(_Strict):
     anomalies = fields.List(fields.Nested(AnomalyMetSchema), required=True)
 
 
-class HistoryRunSchema(RunHeaderSchema):
+class HistoryItemSchema(_Strict):
+    run = fields.Nested(RunSchema, required=True)
+    key = Key
     final_outcome = fields.String(required=True)
 
 
-class HistorySchema(_Strict):
-    key = fields.List(fields.Raw(), required=True)
-    runs = fields.List(fields.Nested(HistoryRunSchema), required=True)
+class HistoryPageSchema(PageSchema):
+    items = fields.List(fields.Nested(HistoryItemSchema), required=True)
 
 
 class AnomalySchema(_Strict):
@@ -174,35 +195,35 @@ class AnomalySchema(_Strict):
     key = Key
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
-    rows_drop = fields.Integer(required=True)
+    rows_dropped = fields.Integer(required=True)
     extra_rows = fields.Integer(required=True)
 
 
-class AnomalyPageSchema(_Strict):
-    run = fields.String(required=True)
+class AnomalyPageSchema(PageSchema):
+    run = fields.Nested(RunSchema, required=True)
     outcome = fields.String(required=True)
     stage = fields.String(allow_none=True, required=True)
     items = fields.List(fields.Nested(AnomalySchema), required=True)
-    next = fields.String(allow_none=True, required=True)
 
 
-class GapKeysPageSchema(_Strict):
-    run = fields.String(required=True)
+class GapKeySchema(_Strict):
+    key = Key
+
+
+class GapKeysPageSchema(PageSchema):
+    run = fields.Nested(RunSchema, required=True)
     cell = fields.String(required=True)
     reporting = fields.Boolean(required=True)
-    items = fields.List(Key, required=True)
-    next = fields.String(allow_none=True, required=True)
+    items = fields.List(fields.Nested(GapKeySchema), required=True)
 
 
-class AnomalyArgsSchema(Schema):
+class AnomalyArgsSchema(PageArgsSchema):
     outcome = fields.String(
         required=True,
         validate=validate.OneOf([o.label for o in Outcome]),
         metadata={"description": "Outcome, or grain_violation"},
     )
     stage = fields.String(metadata={"description": "Only this stage"})
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LIMIT))
-    next = fields.String(metadata={"description": "The `next` token of the previous page"})
     format = fields.String(
         load_default="json",
         validate=validate.OneOf(["json", "csv"]),
@@ -210,9 +231,7 @@ class AnomalyArgsSchema(Schema):
     )
 
 
-class PageArgsSchema(Schema):
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LIMIT))
-    next = fields.String()
+class GapKeysArgsSchema(PageArgsSchema):
     reporting = fields.Boolean(
         load_default=False, metadata={"description": "The reporting gap's cells"}
     )
@@ -226,28 +245,18 @@ class KeyArgsSchema(Schema):
     )
 
 
-class HistoryArgsSchema(KeyArgsSchema):
+class HistoryArgsSchema(KeyArgsSchema, ListArgsSchema):
     pipeline = fields.String()
 
 
-class RunListArgsSchema(Schema):
+class RunListArgsSchema(ListArgsSchema):
     pipeline = fields.String()
     label = fields.String()
     status = fields.String(validate=one_of(RunStatus))
-    limit = fields.Integer(load_default=50, validate=validate.Range(1, MAX_PAGE))
-    offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
-class RunSummarySchema(RunHeaderSchema):
-    error = fields.String(allow_none=True)
-    created_at = fields.String(allow_none=True)
-
-
-class RunListSchema(_Strict):
-    items = fields.List(fields.Nested(RunSummarySchema), required=True)
-    total_count = fields.Integer(required=True)
-    limit = fields.Integer(required=True)
-    offset = fields.Integer(required=True)
+class RunListSchema(PageSchema):
+    items = fields.List(fields.Nested(RunSchema), required=True)
 
 
 class DatasetStatusSchema(_Strict):
@@ -263,7 +272,7 @@ class DatasetStatusSchema(_Strict):
     ingested_at = fields.String(allow_none=True)
 
 
-class RunDetailSchema(RunSummarySchema):
+class RunDetailSchema(RunSchema):
     datasets = fields.List(fields.Nested(DatasetStatusSchema), required=True)
     totals = fields.Nested(TotalsSchema, allow_none=True)
 
@@ -300,7 +309,7 @@ class PipelineSchema(_Strict):
     last_run_at = fields.String(allow_none=True)
 
 
-class PipelineListSchema(_Strict):
+class PipelineListSchema(PageSchema):
     items = fields.List(fields.Nested(PipelineSchema), required=True)
 
 

@@ -1,4 +1,4 @@
-"""Clients across runs, jobs, pipelines, health."""
+"""A client's history across runs, jobs, pipelines, health."""
 
 from __future__ import annotations
 
@@ -7,41 +7,47 @@ from typing import Any
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
+from api.pages import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import (
     HealthSchema,
     HistoryArgsSchema,
-    HistorySchema,
+    HistoryPageSchema,
     JobSchema,
+    ListArgsSchema,
     PipelineListSchema,
 )
 from api.state import connection, state
+from tracer.queries.catalog import list_pipelines
 from tracer.queries.journey import history
-from tracer.queries.runs import list_pipelines
 
 blp = Blueprint(
     "service", __name__, url_prefix="/api/v1", description="Clients, jobs, pipelines, health"
 )
 
 
-@blp.route("/clients/<key>/runs")
+@blp.route("/history/<key>")
 @blp.arguments(HistoryArgsSchema(partial=("key",)), location="query")
-@blp.response(200, HistorySchema)
+@blp.response(200, HistoryPageSchema)
 @blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
 def get_history(args: dict[str, Any], key: str) -> dict[str, Any]:
     """Every run this client appears in, newest first, with its final outcome there."""
-    with connection() as conn:
-        return history(conn, [key], args.get("pipeline"))
+    return _history([key], args)
 
 
-@blp.route("/clients/runs")
+@blp.route("/history")
 @blp.arguments(HistoryArgsSchema, location="query")
-@blp.response(200, HistorySchema)
+@blp.response(200, HistoryPageSchema)
 @blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
 def get_history_composite(args: dict[str, Any]) -> dict[str, Any]:
     """History of a composite key: `?key=LIS&key=42`."""
+    return _history(args["key"], args)
+
+
+def _history(key: list[str], args: dict[str, Any]) -> dict[str, Any]:
     with connection() as conn:
-        return history(conn, args["key"], args.get("pipeline"))
+        page = history(conn, key, args.get("pipeline"), args["limit"], args.get("next"))
+    return with_next_url(page)
 
 
 @blp.route("/jobs/<job_id>")
@@ -56,11 +62,13 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 
 @blp.route("/pipelines")
+@blp.arguments(ListArgsSchema, location="query")
 @blp.response(200, PipelineListSchema)
-def get_pipelines() -> dict[str, Any]:
-    """Registered pipelines, with their key, stages and number of runs."""
+def get_pipelines(args: dict[str, Any]) -> dict[str, Any]:
+    """Registered pipelines by name, with their key, stages and number of runs."""
     with connection() as conn:
-        return list_pipelines(conn)
+        page = list_pipelines(conn, args["limit"], args.get("next"))
+    return with_next_url(page)
 
 
 @blp.route("/health")

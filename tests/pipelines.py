@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from tracer.manifest import load_manifest
 from tracer.queries.journey import journey
 from tracer.queries.reconciliation import reconciliation
-from tracer.runs import ingest_manifest
+from tracer.store import ingest_manifest
 
 
 def write_parquet(

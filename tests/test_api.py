@@ -60,26 +60,63 @@ def test_post_then_every_answer(posted: tuple[CheckedClient, str], engine: Any) 
     }  # fmt: skip
     assert detail["totals"]["orphaned"] == 5
 
-    # The same answers as the core (and so as `tracer report --json` / `tracer where --json`).
+    # The same answers as the core (and so as the CLI's `reconciliation` and `journey --json`).
     with engine.connect() as conn:
         assert client.get(f"/api/v1/runs/{run}/reconciliation").get_json() == reconciliation(
             conn, run
         )
-        assert client.get(f"/api/v1/runs/{run}/clients/18").get_json() == journey(conn, run, [18])
-    assert client.get(f"/api/v1/runs/{run}/clients?key=18").get_json()["final_outcome"] == "dropped"
+        assert client.get(f"/api/v1/runs/{run}/journeys/18").get_json() == journey(conn, run, [18])
+    one = client.get(f"/api/v1/runs/{run}/journeys?key=18").get_json()
+    assert one["final_outcome"] == "dropped" and one["key"] == {"client_id": 18}
 
-    history = client.get("/api/v1/clients/22/runs").get_json()
-    assert [(r["run_id"], r["final_outcome"]) for r in history["runs"]] == [(run, "orphaned")]
-    assert client.get("/api/v1/clients/runs?key=22").get_json() == history
+    # One shape for a run and a key in every answer.
+    history = client.get("/api/v1/history/22").get_json()
+    assert [(h["run"], h["key"], h["final_outcome"]) for h in history["items"]] == [
+        (_run(detail), {"client_id": 22}, "orphaned")
+    ]
+    assert history["next"] is None and history["next_url"] is None
+    assert client.get("/api/v1/history?key=22").get_json() == history
 
     lost = client.get(f"/api/v1/runs/{run}/gap_cells/lost/keys?limit=2").get_json()
-    assert lost["items"] == [{"client_id": 21}, {"client_id": 22}] and lost["next"]
+    assert lost["items"] == [{"key": {"client_id": 21}}, {"key": {"client_id": 22}}]
+    assert lost["run"] == _run(detail)
+    rest = client.get(lost["next_url"].removeprefix("http://localhost")).get_json()
+    assert rest["items"][0] == {"key": {"client_id": 23}}
 
     pipelines = client.get("/api/v1/pipelines").get_json()["items"]
     assert {"name": "p-api-run", "runs": 1}.items() <= pipelines[0].items()
 
     listed = client.get("/api/v1/runs?status=classified&pipeline=p-api-run").get_json()
-    assert listed["total_count"] == 1 and listed["items"][0]["run_id"] == run
+    assert listed["items"] == [_run(detail)] and listed["next"] is None
+
+
+def _run(detail: dict[str, Any]) -> dict[str, Any]:
+    """The run object every answer carries: the run's detail without its datasets and totals."""
+    return {k: v for k, v in detail.items() if k not in ("datasets", "totals")}
+
+
+def test_every_list_pages_by_keyset_and_refuses_foreign_tokens(
+    app: Any, data_root: Path, engine: Any, run_jobs: Any
+) -> None:
+    build = RunBuilder(data_root, engine)
+    client = CheckedClient(app)
+    for n in range(3):
+        path = build.manifest([{"name": "a"}], {"a": [{"client_id": 5}]}, run_id=f"paged-{n}")
+        assert client.post("/api/v1/runs", json=manifest_body(path)).status_code == 202
+    run_jobs()
+    pages, url = [], "/api/v1/runs?limit=2&status=classified"
+    while url:
+        page = client.get(url).get_json()
+        pages.append([r["run_id"] for r in page["items"] if r["run_id"].startswith("paged-")])
+        url = page["next_url"] and page["next_url"].removeprefix("http://localhost")
+    assert [r for p in pages for r in p] == ["paged-2", "paged-1", "paged-0"]
+    history = client.get("/api/v1/history/5?limit=1").get_json()
+    assert [h["run"]["run_id"] for h in history["items"]] == ["paged-2"]
+    second = client.get(history["next_url"].removeprefix("http://localhost")).get_json()
+    assert [h["run"]["run_id"] for h in second["items"]] == ["paged-1"]
+    # A token belongs to its list: another list, or another filter, refuses it.
+    foreign = client.get(f"/api/v1/runs?next={history['next']}")
+    assert foreign.status_code == 400 and "another list" in foreign.get_json()["error"]
 
 
 def test_anomalies_paginate_and_stream_as_csv(posted: tuple[CheckedClient, str]) -> None:
@@ -95,7 +132,7 @@ def test_anomalies_paginate_and_stream_as_csv(posted: tuple[CheckedClient, str])
     response = client.get(f"/api/v1/runs/{run}/anomalies?outcome=dropped&format=csv")
     assert response.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert rows[0] == ["stage", "client_id", "rows_in", "rows_out", "rows_drop", "extra_rows"]
+    assert rows[0] == ["stage", "client_id", "rows_in", "rows_out", "rows_dropped", "extra_rows"]
     assert sorted(int(r[1]) for r in rows[1:]) == [16, 17, 18, 19, 20]
 
 
@@ -103,8 +140,8 @@ def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
     client, run = posted
     cases = [
         ("GET", "/api/v1/runs/nope/reconciliation", 404),
-        ("GET", f"/api/v1/runs/{run}/clients/999", 404),
-        ("GET", f"/api/v1/runs/{run}/clients/abc", 400),
+        ("GET", f"/api/v1/runs/{run}/journeys/999", 404),
+        ("GET", f"/api/v1/runs/{run}/journeys/abc", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=vanished", 422),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=passed", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=orphaned&next=%%%", 400),
@@ -208,5 +245,6 @@ def test_without_redis_jobs_run_in_the_serving_process(
             break
         time.sleep(0.1)
     assert client.get(f"/api/v1/jobs/{job_ids['classify']}").get_json()["status"] == "finished"
-    assert client.get("/api/v1/runs/in-process/clients/7").get_json()["final_outcome"] == "targeted"
+    answer = client.get("/api/v1/runs/in-process/journeys/7").get_json()
+    assert answer["final_outcome"] == "targeted"
     jobs.engine.cache_clear()

@@ -17,7 +17,7 @@ from tracer.manifest import load_manifest
 from tracer.outcomes import STAGE_OUTCOMES, UNREMARKABLE
 from tracer.queries.anomalies import anomalies
 from tracer.queries.reconciliation import reconciliation
-from tracer.runs import ingest_manifest
+from tracer.store import ingest_manifest
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_row_level_flags_and_schema_drift(demo: tuple) -> None:
         name, flags = stage["stage"], stage["flags"]
         assert flags["null_key"]["total"] == rows[name].get("null_key", 0), name
         assert flags["duplicate_rows"] == rows[name].get("duplicate_rows", 0), name
-        extra = stage["rows"]["multiplied"]["out"] - stage["rows"]["multiplied"]["in"]
+        extra = stage["rows"]["multiplied"]["rows_out"] - stage["rows"]["multiplied"]["rows_in"]
         assert extra == rows[name].get("multiplied_extra_rows", 0), name
         assert [c["column"] for c in flags["dropped_columns"]] == drift.get(name, []), name
 

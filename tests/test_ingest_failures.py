@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from tests.pipelines import RunBuilder
 from tracer.errors import ConflictError, IngestError, ManifestError
 from tracer.manifest import load_manifest
-from tracer.runs import ingest_manifest
+from tracer.store import ingest_manifest
 
 CLIENTS = [{"client_id": i, "segment": f"s{i % 7}", "score": i * 1.5} for i in range(1, 20_001)]
 STAGES = [{"name": "a"}, {"name": "b"}]

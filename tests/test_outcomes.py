@@ -74,7 +74,11 @@ def test_multiplied_when_fanout_not_expected(build: RunBuilder) -> None:
     outcome, run = outcome_at_b(build, rows(1, 1), rows(1, 3))
     assert outcome == "multiplied"
     stage_b = build.report(run)["stages"][1]
-    assert stage_b["rows"]["multiplied"] == {"in": 1, "out": 3, "drop": 0}  # extra rows = out - in
+    assert stage_b["rows"]["multiplied"] == {
+        "rows_in": 1,
+        "rows_out": 3,
+        "rows_dropped": 0,
+    }  # extra rows = out - in
 
 
 def test_multiplied_when_expected_fanout_repeats_a_grain_value(build: RunBuilder) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,10 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import REDIS_URL
+from tests.harness import free_port, wait_healthy
 from tests.pipelines import RunBuilder
 
 CLIENTS = [{"client_id": i, "segment": f"s{i % 5}"} for i in range(1, 2001)]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -66,21 +60,16 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def server(service_env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     process = _start(service_env, "serve", "--host", "127.0.0.1", "--port", str(port))
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        for _ in range(150):
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.1)
-        else:
-            raise AssertionError(
-                f"server did not start: {process.stderr.read() if process.stderr else ''}"
-            )
+        try:
+            wait_healthy(f"{base}/health", process, timeout=15)
+        except RuntimeError as exc:
+            _stop(process)  # so that its stderr ends
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise AssertionError(f"server did not start: {exc}\n{stderr}") from None
         yield base
     finally:
         _stop(process)
@@ -141,11 +130,11 @@ def test_post_over_http_then_answers_match_the_cli(
             assert _http("GET", f"{server}/jobs/{job}")[1]["status"] == "finished"
 
         reconciliation = _http("GET", f"{server}/runs/proc-http/reconciliation")[1]
-        assert reconciliation == _cli_json(service_env, "report", "proc-http")
+        assert reconciliation == _cli_json(service_env, "reconciliation", "proc-http")
         assert reconciliation["stages"][1]["outcomes"]["dropped_unreported"] == 100
         for client in (5, 1550, 1999):
-            over_http = _http("GET", f"{server}/runs/proc-http/clients/{client}")[1]
-            assert over_http == _cli_json(service_env, "where", "proc-http", str(client))
+            over_http = _http("GET", f"{server}/runs/proc-http/journeys/{client}")[1]
+            assert over_http == _cli_json(service_env, "journey", "proc-http", str(client))
         page = _http("GET", f"{server}/runs/proc-http/anomalies?outcome=multiplied")[1]
         assert sorted(i["key"]["client_id"] for i in page["items"]) == list(range(1, 11))
 
@@ -163,7 +152,7 @@ def test_two_workers_racing_on_one_run_leave_one_copy(
     """The same run submitted twice, its jobs worked by two processes at once."""
     from tracer.config import Config
     from tracer.manifest import load_manifest
-    from tracer.runs import submit_run
+    from tracer.store import submit_run
     from workers.queues import RQDispatcher
 
     path, _ = _manifest(data_root, engine, "proc-race")

@@ -228,7 +228,7 @@ def test_outcomes_and_totals_obey_the_contract(
         # Each (stage, key) with in + out + drop > 0 has exactly one outcome.
         n = stage["stage"]
         assert sum(stage["outcomes"].values()) == sum(1 for (s, _) in expected if s == n)
-        assert sum(v["out"] for v in stage["rows"].values()) == sum(
+        assert sum(v["rows_out"] for v in stage["rows"].values()) == sum(
             1 for r in p["outputs"][n] if r["client_id"] is not None
         )
         nulls = sum(1 for r in p["outputs"][n] if r["client_id"] is None)

@@ -9,7 +9,7 @@ from tests.pipelines import RunBuilder
 from tracer.errors import NotFoundError, TracerError
 from tracer.queries.anomalies import anomalies, gap_keys
 from tracer.queries.journey import history
-from tracer.runs import delete_run
+from tracer.store import delete_run
 
 
 def only(*ids: int) -> list[dict[str, int]]:
@@ -72,7 +72,7 @@ def test_gap_cells_sum_to_the_gap_with_the_keys_behind_them(build: RunBuilder) -
     assert reporting["lost"]["keys"] == 2
     with build.engine.connect() as conn:
         lost = gap_keys(conn, run, "lost", reporting=True)
-    assert lost["items"] == [{"client_id": 7}, {"client_id": 8}]
+    assert lost["items"] == [{"key": {"client_id": 7}}, {"key": {"client_id": 8}}]
 
 
 def test_a_clean_run_reconciles(build: RunBuilder) -> None:
@@ -116,8 +116,8 @@ def test_history_lists_every_run_with_the_final_outcome(build: RunBuilder) -> No
         run_id="hist-2",
     )
     with build.engine.connect() as conn:
-        runs = history(conn, [8])["runs"]
-    by_run = {r["run_id"]: r["final_outcome"] for r in runs}
+        found = history(conn, [8])["items"]
+    by_run = {h["run"]["run_id"]: h["final_outcome"] for h in found}
     assert by_run[first] == "orphaned" and by_run[second] == "targeted"
 
 

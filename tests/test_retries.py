@@ -58,6 +58,6 @@ def test_a_transient_database_error_is_retried_then_succeeds(
         if client.get("/api/v1/runs/flaky").get_json()["status"] == "classified":
             break
         SimpleWorker(queues, connection=connection).work(burst=True)
-    assert client.get("/api/v1/runs/flaky/clients/2").get_json()["final_outcome"] == "targeted"
+    assert client.get("/api/v1/runs/flaky/journeys/2").get_json()["final_outcome"] == "targeted"
     for queue in queues:
         queue.empty()

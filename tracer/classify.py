@@ -364,6 +364,10 @@ def _csv_chunks(reader: pa.RecordBatchReader) -> Iterator[bytes]:
         yield buffer.getvalue()
 
 
+_ROW_COUNTS = ("rows_in", "rows_out", "rows_dropped")
+"""Rows per stage and outcome, named as every answer names them."""
+
+
 def _stage_summaries(
     conn: Connection, duck: duckdb.DuckDBPyConnection, run_pk: int, pipeline: Pipeline
 ) -> list[dict[str, Any]]:
@@ -371,7 +375,7 @@ def _stage_summaries(
     parts = [
         f"SELECT {s.index} AS stage, {c['outcome']} AS outcome, count(*) AS keys, "
         f"sum({c['in']}) AS rows_in, sum({c['out']}) AS rows_out, "
-        f"sum({c['drop']}) AS rows_drop, "
+        f"sum({c['drop']}) AS rows_dropped, "
         f"count(*) FILTER (WHERE {c['in']} >= 1) AS keys_in, "
         f"count(*) FILTER (WHERE {c['out']} >= 1) AS keys_out, "
         f"count(*) FILTER (WHERE {c['drop']} >= 1) AS keys_dropped, "
@@ -381,7 +385,7 @@ def _stage_summaries(
         for c in (_columns(s.index),)
     ]
     counted = duck.execute("\nUNION ALL\n".join(parts)).fetchall()
-    columns = ("stage", "outcome", "keys", "rows_in", "rows_out", "rows_drop", "keys_in",
+    columns = ("stage", "outcome", "keys", "rows_in", "rows_out", "rows_dropped", "keys_in",
                "keys_out", "keys_dropped", "grain_violations")  # fmt: skip
     rows = [dict(zip(columns, r, strict=True)) for r in counted]
     grain = {
@@ -393,18 +397,14 @@ def _stage_summaries(
     for s in pipeline.stages:
         mine = [r for r in rows if r["stage"] == s.index]
         keys = {o.label: 0 for o in STAGE_OUTCOMES}
-        moved = {o.label: {"in": 0, "out": 0, "drop": 0} for o in STAGE_OUTCOMES}
+        moved = {o.label: dict.fromkeys(_ROW_COUNTS, 0) for o in STAGE_OUTCOMES}
         for r in mine:
             label = Outcome(r["outcome"]).label
             keys[label] = int(r["keys"])
-            moved[label] = {
-                "in": int(r["rows_in"]),
-                "out": int(r["rows_out"]),
-                "drop": int(r["rows_drop"]),
-            }
+            moved[label] = {name: int(r[name]) for name in _ROW_COUNTS}
         totals = {
             name: int(sum(r[name] for r in mine))
-            for name in ("keys_in", "keys_out", "keys_dropped", "rows_in", "rows_out", "rows_drop")
+            for name in ("keys_in", "keys_out", "keys_dropped", *_ROW_COUNTS)
         }
         summaries.append(
             {

@@ -7,10 +7,12 @@ one clear message and exit 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import wraps
 from importlib.metadata import entry_points
@@ -18,18 +20,40 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from tracer import db, render
 from tracer.config import Config
 from tracer.errors import TracerError
-from tracer.manifest import Manifest, load_manifest
+from tracer.manifest import load_manifest
+from tracer.model import DatasetStatus, Manifest, RunStatus
 
-# Reconciliation tables are wide: give pipes and CI logs room instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True)
+
+
+def output_width(environ: Mapping[str, str] | None = None, tty: bool | None = None) -> int | None:
+    """The width tables are laid out for: COLUMNS when set, else the terminal's.
+
+    None when stdout is piped without COLUMNS: then the output is as wide as its widest
+    table needs (`render.natural_width`), so a file never gets figures cut to fit 80
+    columns. Read on every command, not at import, so COLUMNS set by a caller counts.
+    """
+    env = os.environ if environ is None else environ
+    columns = env.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty() if tty is None else tty:
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _show(build: Callable[[int], RenderableType]) -> None:
+    """Lay the tables out for the output's width, then print at exactly that width."""
+    width = output_width()
+    renderable = build(width or render.MAX_WIDTH)
+    Console(width=width or render.natural_width(renderable)).print(renderable)
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,10 +70,25 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _page_options(limit: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--limit, --next and --json: every list pages the same way."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for option in (
+            click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
+            click.option("--next", "after", help="Token from the previous page."),
+            click.option("--limit", default=limit, show_default=True, help="Items per page."),
+        ):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 def _engine(ctx: click.Context) -> Engine:
     obj = ctx.ensure_object(dict)
     if "engine" not in obj:
-        config: Config = obj.get("config") or Config.from_env()
+        config = Config.from_env()
         engine = db.make_engine(config)
         if config.database_url is None:
             db.upgrade(engine)  # the embedded default is ours to keep current
@@ -131,33 +170,33 @@ def ingest(ctx: click.Context, manifest_path: Path, as_json: bool, wait: bool) -
     With REDIS_URL set the work is queued for `tracer worker` processes and the
     job ids are printed; otherwise it runs here, in one transaction.
     """
-    from tracer.runs import pipeline_lookup
+    from tracer.store import pipeline_lookup
 
     engine = _engine(ctx)
     manifest = load_manifest(manifest_path, lookup=pipeline_lookup(engine))
-    config = ctx.obj.get("config") or Config.from_env()
+    config = Config.from_env()
     if not config.redis_url:
         run_id = _ingest_with_progress(engine, manifest, quiet=as_json)
-        _report(engine, run_id, as_json)
+        _reconciliation(engine, run_id, as_json)
         return
-    from tracer.runs import submit_run
+    from tracer.store import submit_run
 
     submitted = submit_run(engine, manifest)
     job_ids = _plugin("tracer.dispatchers", "queue")(config).submit(submitted).as_dict()
     if as_json and not wait:
-        _print_json({"run_id": submitted.run_id, "status": "queued", "job_ids": job_ids})
+        _print_json({"run_id": submitted.run_id, "status": RunStatus.QUEUED, "job_ids": job_ids})
         return
     if not as_json:
         click.echo(f"queued run {submitted.run_id}: ingest jobs {', '.join(job_ids['ingest'])}")
         click.echo(f"classify job {job_ids['classify']}")
     if wait:
         _wait_for(engine, submitted.run_id, len(submitted.dataset_ids), quiet=as_json)
-        _report(engine, submitted.run_id, as_json)
+        _reconciliation(engine, submitted.run_id, as_json)
 
 
 def _wait_for(engine: Engine, run_id: str, datasets: int, quiet: bool, poll: float = 0.5) -> None:
     """Poll the run until it is classified or failed, with a progress bar."""
-    from tracer.queries.runs import run_detail
+    from tracer.queries.catalog import run_detail
 
     columns = (
         TextColumn("{task.description}"),
@@ -170,17 +209,18 @@ def _wait_for(engine: Engine, run_id: str, datasets: int, quiet: bool, poll: flo
         while True:
             with engine.connect() as conn:
                 detail = run_detail(conn, run_id)
-            done = sum(d["status"] in ("ingested", "failed") for d in detail["datasets"])
-            bar.update(task, completed=done + (detail["status"] == "classified"))
-            if detail["status"] == "failed":
+            finished = (DatasetStatus.INGESTED, DatasetStatus.FAILED)
+            done = sum(d["status"] in finished for d in detail["datasets"])
+            bar.update(task, completed=done + (detail["status"] == RunStatus.CLASSIFIED))
+            if detail["status"] == RunStatus.FAILED:
                 raise TracerError(f"run {run_id} failed: {detail['error']}")
-            if detail["status"] == "classified":
+            if detail["status"] == RunStatus.CLASSIFIED:
                 return
             time.sleep(poll)
 
 
 def _ingest_with_progress(engine: Engine, manifest: Manifest, quiet: bool) -> str:
-    from tracer.runs import ingest_manifest
+    from tracer.store import ingest_manifest
 
     if quiet:
         return ingest_manifest(engine, manifest)
@@ -207,7 +247,7 @@ def _ingest_with_progress(engine: Engine, manifest: Manifest, quiet: bool) -> st
     return run_id
 
 
-def _report(engine: Engine, run_id: str, as_json: bool) -> None:
+def _reconciliation(engine: Engine, run_id: str, as_json: bool) -> None:
     from tracer.queries.reconciliation import reconciliation
 
     with engine.connect() as conn:
@@ -215,7 +255,7 @@ def _report(engine: Engine, run_id: str, as_json: bool) -> None:
     if as_json:
         _print_json(data)
     else:
-        console.print(render.report(data))
+        _show(lambda width: render.report(data, width))
 
 
 @main.command()
@@ -223,9 +263,9 @@ def _report(engine: Engine, run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
 @_handle_errors
-def report(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def reconciliation(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Reconciliation of RUN: per-stage outcomes, run totals and the gap explained."""
-    _report(_engine(ctx), run_id, as_json)
+    _reconciliation(_engine(ctx), run_id, as_json)
 
 
 @main.command()
@@ -234,83 +274,106 @@ def report(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 @_handle_errors
-def where(ctx: click.Context, run_id: str, key: tuple[str, ...], as_json: bool) -> None:
+def journey(ctx: click.Context, run_id: str, key: tuple[str, ...], as_json: bool) -> None:
     """Where did client KEY go in RUN? (KEY values in key-column order)"""
-    from tracer.queries.journey import journey
+    from tracer.queries.journey import journey as key_journey
 
     with _engine(ctx).connect() as conn:
-        data = journey(conn, run_id, list(key))
+        data = key_journey(conn, run_id, list(key))
     if as_json:
         _print_json(data)
     else:
-        console.print(render.journey(data))
+        _show(lambda width: render.journey(data, width))
 
 
 @main.command()
 @click.argument("key", nargs=-1, required=True)
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_page_options(limit=50)
 @click.pass_context
 @_handle_errors
-def history(ctx: click.Context, key: tuple[str, ...], pipeline: str | None, as_json: bool) -> None:
-    """Every run client KEY appears in, with its final outcome there."""
+def history(
+    ctx: click.Context,
+    key: tuple[str, ...],
+    pipeline: str | None,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """Every run client KEY appears in, newest first, with its final outcome there."""
     from tracer.queries.journey import history as key_history
 
     with _engine(ctx).connect() as conn:
-        data = key_history(conn, list(key), pipeline)
+        data = key_history(conn, list(key), pipeline, limit, after)
+    _print_page(data, as_json, lambda width: render.history(data, width))
+
+
+def _print_page(
+    data: dict[str, Any], as_json: bool, table: Callable[[int], RenderableType]
+) -> None:
+    """A page as JSON, or as a table with the command for the next page on stderr."""
     if as_json:
         _print_json(data)
         return
-    for run in data["runs"]:
-        console.print(
-            f"{run['run_id']}\t{run['pipeline']}\t{run['final_outcome']}", highlight=False
-        )
+    _show(table)
+    if data["next"]:
+        errors.print(f"more: --next {data['next']}", highlight=False)
 
 
 @main.command()
 @click.argument("run_id", metavar="RUN")
 @click.option(
-    "--outcome", help="Outcome or flag to list (e.g. orphaned, multiplied, grain_violation)."
+    "--outcome",
+    required=True,
+    help="Outcome or flag to list (e.g. orphaned, multiplied, grain_violation).",
 )
 @click.option("--stage", help="Only this stage.")
-@click.option("--cell", help="List the keys behind a gap cell instead (e.g. lost, counted_twice).")
-@click.option("--reporting", is_flag=True, help="With --cell: the reporting gap's cells.")
-@click.option("--limit", default=100, show_default=True, help="Items per page.")
-@click.option("--next", "after", help="Token from the previous page.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_page_options(limit=100)
 @click.pass_context
 @_handle_errors
 def anomalies(
     ctx: click.Context,
     run_id: str,
-    outcome: str | None,
+    outcome: str,
     stage: str | None,
-    cell: str | None,
-    reporting: bool,
     limit: int,
     after: str | None,
     as_json: bool,
 ) -> None:
     """List the keys of RUN with an anomalous outcome, page by page."""
     from tracer.queries.anomalies import anomalies as list_anomalies
-    from tracer.queries.anomalies import gap_keys
 
-    if (outcome is None) == (cell is None):
-        raise TracerError("give exactly one of --outcome or --cell")
     with _engine(ctx).connect() as conn:
-        if cell is not None:
-            data = gap_keys(conn, run_id, cell, reporting, limit, after)
-        else:
-            assert outcome is not None
-            data = list_anomalies(conn, run_id, outcome, stage, limit, after)
+        data = list_anomalies(conn, run_id, outcome, stage, limit, after)
+    _print_page(data, as_json, lambda width: render.anomaly_list(data, width))
+
+
+@main.command("gap-keys")
+@click.argument("run_id", metavar="RUN")
+@click.argument("cell")
+@click.option("--reporting", is_flag=True, help="The reporting gap's cells.")
+@_page_options(limit=100)
+@click.pass_context
+@_handle_errors
+def gap_keys(
+    ctx: click.Context,
+    run_id: str,
+    cell: str,
+    reporting: bool,
+    limit: int,
+    after: str | None,
+    as_json: bool,
+) -> None:
+    """The keys of RUN behind one CELL of the gap (e.g. lost, counted_twice), one per line."""
+    from tracer.queries.anomalies import gap_keys as cell_keys
+
+    with _engine(ctx).connect() as conn:
+        data = cell_keys(conn, run_id, cell, reporting, limit, after)
     if as_json:
         _print_json(data)
         return
-    if cell is not None:
-        for key in data["items"]:
-            console.print(render.key_text(key), highlight=False)
-    else:
-        console.print(render.anomaly_list(data))
+    for item in data["items"]:  # one key a line, for scripts and pipes
+        click.echo(render.key_text(item["key"]))
     if data["next"]:
         errors.print(f"more: --next {data['next']}", highlight=False)
 
@@ -321,7 +384,7 @@ def anomalies(
 @_handle_errors
 def delete(ctx: click.Context, run_id: str) -> None:
     """Delete RUN and everything derived from it."""
-    from tracer.runs import delete_run
+    from tracer.store import delete_run
 
     delete_run(_engine(ctx), run_id)
     click.echo(f"deleted run {run_id}")
@@ -346,26 +409,25 @@ def demo(ctx: click.Context, directory: Path | None, client: int | None) -> None
         engine = _engine(ctx)
         manifest = load_manifest(manifest_path)
         run_id = _ingest_with_progress(engine, manifest, quiet=False)
-        _report(engine, run_id, as_json=False)
-        from tracer.queries.journey import journey
+        _reconciliation(engine, run_id, as_json=False)
+        from tracer.queries.journey import journey as key_journey
 
         key = client if client is not None else _demo_client(folder)
         with engine.connect() as conn:
-            console.print(render.journey(journey(conn, run_id, [key])))
-        console.print(
-            f"\nnext: tracer where {run_id} <client_id> · "
-            f"tracer anomalies {run_id} --outcome orphaned",
-            highlight=False,
+            data = key_journey(conn, run_id, [key])
+        click.echo()
+        _show(lambda width: render.journey(data, width))
+        click.echo(  # commands to copy: never wrapped
+            f"\nnext: tracer journey {run_id} <client_id> · "
+            f"tracer anomalies {run_id} --outcome orphaned"
         )
 
 
 def _demo_client(folder: Path) -> int:
-    from tracer.demo import PLANTED
+    """A client the demo planted an anomaly on: one multiplied by the enrichment join."""
+    from tracer.demo import planted
 
-    multiplied = PLANTED.get("offer_enrichment", {}).get("multiplied") or next(
-        ids for stage in PLANTED.values() for ids in stage.values() if ids
-    )
-    return min(multiplied)
+    return min(planted(folder)["offer_enrichment"]["multiplied"])
 
 
 @contextmanager

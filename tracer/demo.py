@@ -17,8 +17,8 @@ is exactly the set of keys that get that outcome there, for every outcome
 except ``passed`` and ``entered``; ``grain_violation`` sets are complete too,
 and ``planted_rows`` lists every non-zero ``null_key`` / ``duplicate_rows``
 count (stage outputs and the traceability rows attributed to a stage).
-``PLANTED`` / ``PLANTED_ROWS`` are read-only views of the same key, computed
-on first read (it does not depend on the directory or the run id).
+``answer_key()`` with no directory computes the same key in memory (it does
+not depend on the directory or the run id).
 
 The story, stage by stage (lineage key client_id):
 
@@ -43,9 +43,8 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -69,8 +68,6 @@ from tracer.demo_story import (
 __all__ = [
     "DEFAULT_RUN_ID",
     "PIPELINE_NAME",
-    "PLANTED",
-    "PLANTED_ROWS",
     "STAGES",
     "AnswerKey",
     "answer_key",
@@ -173,7 +170,7 @@ def _manifest(run_id: str) -> dict[str, Any]:
 
 
 #: The answer key of the last construction in this process, JSON-ready (it never
-#: depends on the directory or the run id), so PLANTED after build_demo costs nothing.
+#: depends on the directory or the run id), so answer_key() after build_demo costs nothing.
 _ANSWER_CACHE: dict[str, Any] = {}
 
 
@@ -248,44 +245,6 @@ def _read_answer(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run build_demo({str(directory)!r}) first")
     return json.loads(path.read_text())
-
-
-_V = TypeVar("_V")
-
-
-class _AnswerView(Mapping[str, _V]):
-    """A read-only view of one part of ``answer_key()``, computed on first read.
-
-    Why: ``PLANTED`` is a plain module attribute (``tracer.cli`` imports it), and
-    importing tracer.demo should not cost building the run (about a second).
-    """
-
-    def __init__(self, part: Callable[[AnswerKey], dict[str, _V]]) -> None:
-        self._part = part
-        self._data: dict[str, _V] | None = None
-
-    def _resolved(self) -> dict[str, _V]:
-        if self._data is None:
-            self._data = self._part(answer_key())
-        return self._data
-
-    def __getitem__(self, stage: str) -> _V:
-        return self._resolved()[stage]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._resolved())
-
-    def __len__(self) -> int:
-        return len(self._resolved())
-
-    def __repr__(self) -> str:
-        return repr(self._resolved())
-
-
-#: ``answer_key().keys``: stage -> outcome or flag -> client_ids (as ``planted(d)``).
-PLANTED: Mapping[str, dict[str, set[int]]] = _AnswerView(lambda key: key.keys)
-#: ``answer_key().rows``: stage -> row flag -> rows (as ``planted_rows(d)``).
-PLANTED_ROWS: Mapping[str, dict[str, int]] = _AnswerView(lambda key: key.rows)
 
 
 def planted(directory: Path) -> dict[str, dict[str, set[int]]]:

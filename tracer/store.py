@@ -1,4 +1,4 @@
-"""Runs: register a manifest, ingest what changed, classify; delete a run as a unit.
+"""Writing runs to the store: register a manifest, ingest what changed, classify; delete a run.
 
 Two ways through, on the same functions: `ingest_manifest` does it all in one
 transaction (the CLI without a queue: a failure anywhere leaves the database

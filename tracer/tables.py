@@ -157,7 +157,7 @@ anomalies = Table(
     Column("key", KEY, primary_key=True),
     Column("rows_in", Integer, nullable=False),
     Column("rows_out", Integer, nullable=False),
-    Column("rows_drop", Integer, nullable=False),
+    Column("rows_dropped", Integer, nullable=False),
     postgresql_partition_by="LIST (run_pk)",
 )
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from tracer import db
 from tracer.config import Config
 from tracer.errors import TracerError
-from tracer.runs import classify_step, ingest_step, record_failure
+from tracer.store import classify_step, ingest_step, record_failure
 
 
 @cache

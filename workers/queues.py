@@ -19,7 +19,8 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from tracer.config import Config
-from tracer.runs import Submitted
+from tracer.queries.common import iso
+from tracer.store import Submitted
 from workers import jobs
 
 RETRY = Retry(max=3, interval=[2, 10, 30])
@@ -61,7 +62,7 @@ class RQDispatcher:
                 jobs.ingest,
                 dataset_id,
                 retry=RETRY,
-                meta={"run_id": run.run_id, "dataset_id": dataset_id},
+                meta={"run_id": run.run_id},
                 description=f"ingest dataset {dataset_id} of run {run.run_id}",
             )
             for dataset_id in run.dataset_ids
@@ -92,9 +93,9 @@ class RQDispatcher:
             "status": status,
             "description": job.description,
             "run_id": job.meta.get("run_id"),
-            "enqueued_at": _iso(job.enqueued_at),
-            "started_at": _iso(job.started_at),
-            "ended_at": _iso(job.ended_at),
+            "enqueued_at": iso(job.enqueued_at),
+            "started_at": iso(job.started_at),
+            "ended_at": iso(job.ended_at),
             "result": result,
             "error": error,
         }
@@ -178,10 +179,6 @@ class InProcessDispatcher:
 
 def dispatcher(config: Config) -> Dispatcher:
     return RQDispatcher(config) if config.redis_url else InProcessDispatcher()
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _last_line(text: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""run layout column, status and role checks, no chunk key count
+"""run layout column, status and role checks, one name for row counts
 
 Revision ID: 0002
 Revises: 0001
@@ -6,7 +6,8 @@ Create Date: 2026-12-02 07:00:00
 
 The read side took a run's key types and stages from an untyped "resolved"
 block inside the stored manifest; they now have their own column, written from
-tracer.model.RunLayout. Existing runs are carried over.
+tracer.model.RunLayout. Existing runs are carried over. Row counts are named
+rows_in / rows_out / rows_dropped in every answer, stored summaries included.
 """
 
 from __future__ import annotations
@@ -57,9 +58,30 @@ UPDATE runs SET layout = jsonb_build_object(
     )
     op.create_check_constraint(op.f("ck_datasets_role"), "datasets", _in("role", DATASET_ROLES))
     op.drop_column("dataset_chunks", "keys")
+    op.alter_column("anomalies", "rows_drop", new_column_name="rows_dropped")
+    _rename_row_counts(("in", "rows_in"), ("out", "rows_out"), ("drop", "rows_dropped"))
+    op.execute(
+        "UPDATE stage_summaries SET totals = "
+        "(totals - 'rows_drop') || jsonb_build_object('rows_dropped', totals->'rows_drop')"
+    )
+
+
+def _rename_row_counts(*renames: tuple[str, str]) -> None:
+    """Rename the keys of every {outcome: {count: n}} object in stage_summaries.rows."""
+    pairs = ", ".join(f"'{new}', v->'{old}'" for old, new in renames)
+    op.execute(
+        "UPDATE stage_summaries SET rows = coalesce((SELECT jsonb_object_agg(k, "
+        f"jsonb_build_object({pairs})) FROM jsonb_each(rows) AS e(k, v)), '{{}}'::jsonb)"
+    )
 
 
 def downgrade() -> None:
+    op.execute(
+        "UPDATE stage_summaries SET totals = "
+        "(totals - 'rows_dropped') || jsonb_build_object('rows_drop', totals->'rows_dropped')"
+    )
+    _rename_row_counts(("rows_in", "in"), ("rows_out", "out"), ("rows_dropped", "drop"))
+    op.alter_column("anomalies", "rows_dropped", new_column_name="rows_drop")
     op.add_column(
         "dataset_chunks", sa.Column("keys", sa.Integer(), nullable=False, server_default="0")
     )

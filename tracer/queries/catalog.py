@@ -1,33 +1,16 @@
-"""Runs and pipelines as listed by the service: newest first, filtered, with dataset status."""
+"""What the service lists across runs: runs newest first with their datasets, and pipelines."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, tuple_
 
-from tracer.errors import NotFoundError, TracerError
+from tracer.errors import NotFoundError
 from tracer.model import RunStatus
+from tracer.queries.common import iso, parse_time, run_header
+from tracer.queries.pages import MAX_PAGE, check_limit, decode_token, page
 from tracer.tables import datasets, pipelines, runs
-
-MAX_PAGE = 500
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _summary(row: Any) -> dict[str, Any]:
-    return {
-        "run_id": row.run_id,
-        "pipeline": row.pipeline_name,
-        "label": row.label,
-        "rerun_of": row.rerun_of,
-        "status": row.status,
-        "error": row.error,
-        "created_at": _iso(row.created_at),
-        "classified_at": _iso(row.classified_at),
-    }
 
 
 def _runs_query() -> Any:
@@ -51,28 +34,26 @@ def list_runs(
     label: str | None = None,
     status: str | None = None,
     limit: int = 50,
-    offset: int = 0,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """Runs newest first; a small list, so limit/offset with the total count."""
-    if not 1 <= limit <= MAX_PAGE or offset < 0:
-        raise TracerError(f"limit must be between 1 and {MAX_PAGE} and offset >= 0")
+    """Runs newest first, filtered; keyset pages on (created_at, pk)."""
+    limit = check_limit(limit, MAX_PAGE)
+    scope = ("runs", pipeline, label, status)
     query = _runs_query()
     if pipeline is not None:
         query = query.where(pipelines.c.name == pipeline)
     if label is not None:
         query = query.where(runs.c.label == label)
     if status is not None:
-        query = query.where(runs.c.status == status)
-    total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        query = query.where(runs.c.status == RunStatus(status))
+    if after:
+        created, pk = decode_token(after, scope, (str, int))
+        query = query.where(tuple_(runs.c.created_at, runs.c.pk) < tuple_(parse_time(created), pk))
     rows = conn.execute(
-        query.order_by(runs.c.created_at.desc(), runs.c.pk.desc()).limit(limit).offset(offset)
+        query.order_by(runs.c.created_at.desc(), runs.c.pk.desc()).limit(limit + 1)
     ).all()
-    return {
-        "items": [_summary(r) for r in rows],
-        "total_count": total,
-        "limit": limit,
-        "offset": offset,
-    }
+    last = (iso(rows[limit - 1].created_at), rows[limit - 1].pk) if len(rows) > limit else None
+    return page([run_header(r) for r in rows[:limit]], last, scope)
 
 
 def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
@@ -98,7 +79,7 @@ def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
         .order_by(d.id)
     ).all()
     return {
-        **_summary(row),
+        **run_header(row),
         "datasets": [
             {
                 "name": p.name,
@@ -110,7 +91,7 @@ def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
                 "key_count": p.key_count,
                 "duplicate_rows": p.duplicate_rows,
                 "fingerprint": p.fingerprint,
-                "ingested_at": _iso(p.ingested_at),
+                "ingested_at": iso(p.ingested_at),
             }
             for p in parts
         ],
@@ -118,7 +99,10 @@ def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
     }
 
 
-def list_pipelines(conn: Connection) -> dict[str, Any]:
+def list_pipelines(conn: Connection, limit: int = 50, after: str | None = None) -> dict[str, Any]:
+    """Registered pipelines by name, with their key, stages and number of runs."""
+    limit = check_limit(limit, MAX_PAGE)
+    scope = ("pipelines",)
     counts = (
         select(
             runs.c.pipeline_id,
@@ -128,21 +112,22 @@ def list_pipelines(conn: Connection) -> dict[str, Any]:
         .group_by(runs.c.pipeline_id)
         .subquery()
     )
-    rows = conn.execute(
-        select(pipelines.c.name, pipelines.c.spec, counts.c.runs, counts.c.last)
-        .outerjoin(counts, counts.c.pipeline_id == pipelines.c.id)
-        .order_by(pipelines.c.name)
-    ).all()
-    return {
-        "items": [
-            {
-                "name": r.name,
-                "key": r.spec["key"],
-                "stages": [s["name"] for s in r.spec["stages"]],
-                "traceability": [t["name"] for t in r.spec.get("traceability", [])],
-                "runs": r.runs or 0,
-                "last_run_at": _iso(r.last),
-            }
-            for r in rows
-        ]
-    }
+    query = select(pipelines.c.name, pipelines.c.spec, counts.c.runs, counts.c.last).outerjoin(
+        counts, counts.c.pipeline_id == pipelines.c.id
+    )
+    if after:
+        (last_name,) = decode_token(after, scope, (str,))
+        query = query.where(pipelines.c.name > last_name)
+    rows = conn.execute(query.order_by(pipelines.c.name).limit(limit + 1)).all()
+    items = [
+        {
+            "name": r.name,
+            "key": r.spec["key"],
+            "stages": [s["name"] for s in r.spec["stages"]],
+            "traceability": [t["name"] for t in r.spec.get("traceability", [])],
+            "runs": r.runs or 0,
+            "last_run_at": iso(r.last),
+        }
+        for r in rows[:limit]
+    ]
+    return page(items, (rows[limit - 1].name,) if len(rows) > limit else None, scope)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -50,24 +49,47 @@ class RunInfo:
         return keymod.decode(text, self.key_types, self.key)
 
     def header(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "pipeline": self.pipeline,
-            "label": self.label,
-            "rerun_of": self.rerun_of,
-            "status": self.status,
-            "classified_at": self.classified_at.isoformat() if self.classified_at else None,
-        }
+        return run_header(self.row)
+
+
+def run_columns(summary: bool = False) -> list[Any]:
+    """The run's columns a query reads: never the manifest, the totals only on request."""
+    skipped = ("manifest",) if summary else ("manifest", "totals", "gap_cells")
+    return [c for c in runs.c if c.name not in skipped]
+
+
+def iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def parse_time(text: str) -> datetime:
+    """A timestamp `iso` wrote (pagination tokens carry them)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise TracerError(f"invalid pagination token: {text[:40]!r} is not a time") from None
+
+
+def run_header(row: Any) -> dict[str, Any]:
+    """A run as every answer shows it (`run` in journeys, pages, reconciliations, lists)."""
+    return {
+        "run_id": row.run_id,
+        "pipeline": row.pipeline_name,
+        "label": row.label,
+        "rerun_of": row.rerun_of,
+        "status": row.status,
+        "error": row.error,
+        "created_at": iso(row.created_at),
+        "classified_at": iso(row.classified_at),
+    }
 
 
 def load_run(
     conn: Connection, run_id: str, classified: bool = True, summary: bool = False
 ) -> RunInfo:
     """The run as queries need it; its totals and gap cells (kilobytes of JSON) on request."""
-    skipped = ("manifest",) if summary else ("manifest", "totals", "gap_cells")
-    columns = [c for c in runs.c if c.name not in skipped]
     row = conn.execute(
-        select(*columns, pipelines.c.name.label("pipeline_name"))
+        select(*run_columns(summary), pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
         .where(runs.c.run_id == run_id)
     ).first()
@@ -90,19 +112,3 @@ def run_info(row: Any) -> RunInfo:
         layout=RunLayout.from_json(row.layout),
         row=row,
     )
-
-
-def encode_token(values: Sequence[object]) -> str:
-    """An opaque keyset cursor: the sort key of the last item returned."""
-    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
-
-
-def decode_token(token: str) -> list[Any]:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError):
-        raise TracerError(f"invalid pagination token {token!r}") from None
-    if not isinstance(values, list):
-        raise TracerError(f"invalid pagination token {token!r}")
-    return values

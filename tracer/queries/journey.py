@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, tuple_
 
 from tracer.errors import NotFoundError, TracerError
 from tracer.model import RunStatus
 from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
-from tracer.queries.common import load_run, run_info
+from tracer.queries.common import load_run, parse_time, run_columns, run_info
+from tracer.queries.pages import MAX_PAGE, check_limit, decode_token, page
 from tracer.tables import datasets, key_outcomes, key_reasons, pipelines, runs
 
 
@@ -56,8 +57,8 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
                 "outcome": cell.outcome.label,
                 "rows_in": cell.rows_in,
                 "rows_out": cell.rows_out,
-                "rows_drop_reported": cell.drop_rep,
-                "rows_drop_operational": cell.drop_ops,
+                "rows_dropped_reported": cell.drop_rep,
+                "rows_dropped_operational": cell.drop_ops,
                 "grain_violation": cell.grain_violation,
                 "reasons": reasons.get(run.stages.index(name), []),
             }
@@ -68,7 +69,7 @@ def journey(conn: Connection, run_id: str, key_values: Sequence[object]) -> dict
             met.append({"stage": name, "anomaly": Outcome.GRAIN_VIOLATION.label})
     final = Final(row.final).label
     return {
-        "run": run.run_id,
+        "run": run.header(),
         "key": run.decode_key(key),
         "final_outcome": final,
         "entered": row.entered,
@@ -86,17 +87,31 @@ def _is_final(met: dict[str, str], final: str, stages: list[dict[str, Any]]) -> 
 
 
 def history(
-    conn: Connection, key_values: Sequence[object], pipeline: str | None = None
+    conn: Connection,
+    key_values: Sequence[object],
+    pipeline: str | None = None,
+    limit: int = 50,
+    after: str | None = None,
 ) -> dict[str, Any]:
-    """Every run the key appears in, newest first, with its final outcome there."""
+    """Every classified run the key appears in, newest first, with its final outcome there.
+
+    The key is read in each run's own key types, so one lookup spans pipelines
+    whose keys agree in arity (a run whose key cannot hold the values is skipped).
+    """
+    limit = check_limit(limit, MAX_PAGE)
+    scope = ("history", [str(v) for v in key_values], pipeline)
     query = (
-        select(runs, pipelines.c.name.label("pipeline_name"))
+        select(*run_columns(), pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
         .where(runs.c.status == RunStatus.CLASSIFIED)
     )
     if pipeline is not None:
         query = query.where(pipelines.c.name == pipeline)
-    found = []
+    if after:
+        created, pk = decode_token(after, scope, (str, int))
+        query = query.where(tuple_(runs.c.created_at, runs.c.pk) < tuple_(parse_time(created), pk))
+    found: list[tuple[int, dict[str, Any]]] = []
+    last = None
     for row in conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.pk.desc())):
         run = run_info(row)
         try:
@@ -108,8 +123,14 @@ def history(
                 key_outcomes.c.run_pk == run.pk, key_outcomes.c.key == key
             )
         ).scalar()
-        if hit is not None:
-            found.append({**run.header(), "final_outcome": Final(hit).label})
-    if not found:
+        if hit is None:
+            continue
+        if len(found) == limit:  # one more run holds the key: the page ends here
+            last_pk, last_item = found[-1]
+            last = (last_item["run"]["created_at"], last_pk)
+            break
+        item = {"run": run.header(), "key": run.decode_key(key), "final_outcome": Final(hit).label}
+        found.append((run.pk, item))
+    if not found and not after:
         raise NotFoundError(f"client {list(key_values)} appears in no classified run")
-    return {"key": list(key_values), "runs": found}
+    return page([item for _, item in found], last, scope)

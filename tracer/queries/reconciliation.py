@@ -12,7 +12,7 @@ from tracer.tables import stage_summaries
 
 
 def reconciliation(conn: Connection, run_id: str) -> dict[str, Any]:
-    """The object `tracer report --json` prints; precomputed at classification."""
+    """The object `tracer reconciliation --json` prints; precomputed at classification."""
     run = load_run(conn, run_id, summary=True)
     stages = conn.execute(
         select(stage_summaries)

@@ -37,7 +37,6 @@ def create_app(config: Config | None = None) -> Flask:
             },
             "security": [{"bearer": []}],
         },
-        JSON_SORT_KEYS=False,
     )
     app.json.sort_keys = False  # keep the outcome table's order in responses
     app.extensions["tracer"] = State(config, db.make_engine(config), dispatcher(config))

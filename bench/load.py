@@ -7,7 +7,7 @@ Ingests the synthetic run (``bench/data/clients-N/``, generated when missing)
 starts ``tracer serve`` as a separate process (gunicorn, no Redis, no tokens)
 and measures it over HTTP on 127.0.0.1 only:
 
-1. client journeys (``GET /api/v1/runs/<run>/clients/<id>``, random real ids
+1. client journeys (``GET /api/v1/runs/<run>/journeys/<id>``, random real ids
    of random stored runs) with ``wrk`` at each concurrency: requests/s, p50,
    p99, errors (non-2xx plus socket errors);
 2. sequentially, with a keep-alive Python client: the first page of the
@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,11 +43,8 @@ from urllib.parse import quote
 import numpy as np
 import pyarrow.dataset as pads
 import yaml
-from common import database, tracer_api
-from generate import generate
+from common import BENCH, REPO, database, ensure_run, free_port, tracer_api, wait_healthy
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 HOST = "127.0.0.1"
 SAMPLE_IDS = 10_000
 SEED = 20261125
@@ -56,15 +52,6 @@ WRK_THREADS = 2
 
 
 # --------------------------------------------------------------------------- data
-
-
-def ensure_run(data_dir: Path, clients: int) -> Path:
-    """The run folder for `clients` (default seed, as compare.py names it), generated if missing."""
-    run_dir = data_dir / f"clients-{clients}"
-    if not (run_dir / "manifest.yaml").exists():
-        print(f"generating {run_dir} ...", flush=True)
-        generate(clients, run_dir)
-    return run_dir
 
 
 def sample_client_ids(run_dir: Path, n: int, seed: int = SEED) -> list[int]:
@@ -122,16 +109,10 @@ def ingest_runs(api: Any, engine: Any, manifests: list[tuple[str, Path]]) -> Non
 # --------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def tracer_server(database_url: str, data_dir: Path, log: Path) -> Iterator[int]:
     """`tracer serve` in its own process until the block ends; yields its port once healthy."""
-    port = free_port()
+    port = free_port(HOST)
     env = {k: v for k, v in os.environ.items() if k != "TRACER_API_TOKENS"}
     # As deployed: with Redis the API runs several gunicorn workers (jobs go to the queue).
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -141,19 +122,10 @@ def tracer_server(database_url: str, data_dir: Path, log: Path) -> Iterator[int]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"tracer serve exited with {proc.returncode}:\n{_tail(log)}")
-            try:
-                status, _ = get(port, "/api/v1/health")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"tracer serve not healthy after 60 s:\n{_tail(log)}")
-            time.sleep(0.2)
+        try:
+            wait_healthy(f"http://{HOST}:{port}/api/v1/health", proc, timeout=60)
+        except RuntimeError as exc:
+            raise RuntimeError(f"tracer serve: {exc}:\n{_tail(log)}") from None
         yield port
     finally:
         if proc.poll() is None:
@@ -215,7 +187,7 @@ end
 function request()
   local run = runs[math.random(#runs)]
   local id = ids[math.random(#ids)]
-  return wrk.format("GET", "/api/v1/runs/" .. run .. "/clients/" .. id)
+  return wrk.format("GET", "/api/v1/runs/" .. run .. "/journeys/" .. id)
 end
 """
 
@@ -327,7 +299,7 @@ def warm_up(port: int, run_ids: list[str], client_ids: list[int]) -> None:
     try:
         for i in range(50):
             run = run_ids[i % len(run_ids)]
-            path = f"/api/v1/runs/{quote(run, safe='')}/clients/{client_ids[i]}"
+            path = f"/api/v1/runs/{quote(run, safe='')}/journeys/{client_ids[i]}"
             status, body = get(port, path, conn)
             if status != 200:
                 raise RuntimeError(f"GET {path}: HTTP {status}: {body[:1000]!r}")
@@ -356,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs and every --concurrency level must be >= 1")
 
     ensure_wrk()
-    run_dir = ensure_run(args.data_dir, args.clients)
+    run_dir = ensure_run(args.data_dir, args.clients, in_child=False)
     client_ids = sample_client_ids(run_dir, SAMPLE_IDS)
     api = tracer_api()
     journeys: list[LoadResult] = []

@@ -21,15 +21,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from common import database, tracer_api
-from compare import BENCH, DEFAULT_SEED, ensure_run
+from common import BENCH, database, ensure_run, tracer_api
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def one(manifest: Path, workers: int) -> dict[str, Any]:
     """Submit the run and time `workers` burst workers until the run is classified."""
-    from tracer.runs import submit_run
+    from tracer.store import submit_run
     from workers.queues import RQDispatcher
 
     api = tracer_api()
@@ -61,7 +60,7 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--data-dir", type=Path, default=BENCH / "data")
     args = parser.parse_args()
-    manifest = ensure_run(args.data_dir, args.clients, DEFAULT_SEED) / "manifest.yaml"
+    manifest = ensure_run(args.data_dir, args.clients) / "manifest.yaml"
     results = [one(manifest, int(n)) for n in args.workers.split(",")]
     base = results[0]["seconds"]
     print(f"{'workers':>8}{'seconds':>10}{'speed-up':>10}")

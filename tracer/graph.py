@@ -10,7 +10,6 @@ import networkx as nx
 
 @dataclass(frozen=True)
 class StageGraph:
-    graph: nx.DiGraph
     order: tuple[str, ...]
     index: dict[str, int]
     parents: dict[str, tuple[str, ...]]
@@ -69,4 +68,4 @@ def build_graph(
     order = tuple(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
     parents = {s: tuple(sorted(graph.predecessors(s), key=position.__getitem__)) for s in order}
     children = {s: tuple(sorted(graph.successors(s), key=position.__getitem__)) for s in order}
-    return StageGraph(graph, order, {s: i for i, s in enumerate(order)}, parents, children)
+    return StageGraph(order, {s: i for i, s in enumerate(order)}, parents, children)

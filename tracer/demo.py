@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from tracer.demo_answer import AnswerKey
+from tracer.demo_run import DemoRun, build_run
 from tracer.demo_story import (
     DEFAULT_RUN_ID,
     MANIFEST_NAME,
@@ -60,8 +61,6 @@ from tracer.demo_story import (
     PLANTED_NAME,
     STAGES,
     TRACE_PATHS,
-    DemoRun,
-    build_run,
     load_bank_clients,
 )
 

@@ -1,8 +1,8 @@
 """The demo's answer key: what the tracer must find in the demo run, and nothing else.
 
-Split from `tracer.demo_story` (which plants the anomalies and fills the key in) and
-`tracer.demo` (which writes it to ``planted.json`` next to the data and reads it back),
-so the one thing both sides agree on has one typed definition.
+Split from `tracer.demo_story` and `tracer.demo_run` (which plant the anomalies and fill
+the key in) and `tracer.demo` (which writes it to ``planted.json`` next to the data and
+reads it back), so the one thing both sides agree on has one typed definition.
 """
 
 from __future__ import annotations

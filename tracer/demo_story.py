@@ -1,29 +1,38 @@
-"""The demo campaign itself: the bank clients through 7 stages, anomalies planted, in memory.
+"""The demo campaign's seven stages: the bank clients through each, anomalies planted.
 
 Split from `tracer.demo` (which writes the files and serves the answer key) so each
 module holds one concept; see that module for the story stage by stage. Here each
 stage is one function, named after it, that takes what the stage before produced and
 returns a `StageRun`: its output, the traceability rows it wrote and its share of the
-`AnswerKey`. `build_run` chains them.
+`AnswerKey`. The helpers and the seeded planter they share are in `tracer.demo_tables`;
+`tracer.demo_run` chains the stages into one run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tracer.demo_answer import AnswerKey
+from tracer.demo_tables import (
+    Planter,
+    const,
+    ids_of,
+    isin,
+    np_of,
+    offer_masks,
+    rows_of,
+    sorted_by,
+    trace_rows,
+    with_columns,
+)
 
 PIPELINE_NAME = "bank_campaign"
 DEFAULT_RUN_ID = "demo-2026-11-25"
-#: Fixed seed: the choice of planted clients is part of the demo's contract.
-SEED = 20261125
 STAGES: tuple[str, ...] = (
     "selection",
     "exclusions",
@@ -64,7 +73,7 @@ N_PHANTOM_OUTPUT = 4
 N_SELECTION_PARTS = 4
 
 #: Offers, in offer_selection order: (offer_id, offer_rule). Eligibility is in
-#: ``_offer_masks``; a client gets 1 to 3 of them.
+#: ``offer_masks`` (tracer.demo_tables); a client gets 1 to 3 of them.
 OFFERS: tuple[tuple[str, str], ...] = (
     ("TERM_DEPOSIT", "all_clients"),
     ("MORTGAGE", "no_housing_loan_under_50"),
@@ -82,8 +91,6 @@ OFFER_REFERENCE: tuple[tuple[str, str, str, int], ...] = (
     ("PRIVATE_BANKING", "wealth", "Private banking - Premier", 1),
 )
 MULTIPLIED_OFFER = "PRIVATE_BANKING"
-#: Final outcomes of keys that entered and left (the residual subtracts these).
-_LEFT = ("dropped", "dropped_unreported", "orphaned")
 
 
 def load_bank_clients() -> pa.Table:
@@ -93,108 +100,6 @@ def load_bank_clients() -> pa.Table:
         table = pq.read_table(fh)
     schema = pa.schema([field.with_nullable(True) for field in table.schema])
     return pa.Table.from_arrays(table.columns, schema=schema)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _np(values: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """A pyarrow column as a numpy array (booleans and integers without nulls)."""
-    return np.asarray(values.to_numpy())
-
-
-def _ids(table: pa.Table) -> np.ndarray:
-    return _np(table["client_id"]).astype(np.int64)
-
-
-def _pick(rng: np.random.Generator, pool: np.ndarray, n: int, avoid: set[int]) -> set[int]:
-    """n distinct keys from pool (minus avoid), reproducibly for a given rng state."""
-    candidates = np.setdiff1d(np.unique(pool), np.fromiter(avoid, np.int64, len(avoid)))
-    if len(candidates) < n:
-        raise RuntimeError(f"only {len(candidates)} candidates to plant {n} keys")
-    return {int(k) for k in rng.choice(candidates, size=n, replace=False)}
-
-
-def _isin(ids: np.ndarray, keys: set[int]) -> np.ndarray:
-    return np.isin(ids, np.fromiter(keys, np.int64, len(keys)))
-
-
-def _const(value: Any, n: int, type_: pa.DataType) -> pa.Array:
-    return pa.array([value] * n, type_)
-
-
-def _with(table: pa.Table, **columns: pa.Array) -> pa.Table:
-    """Append (or replace) columns, keeping the order they are given in."""
-    for name, values in columns.items():
-        if name in table.column_names:
-            table = table.set_column(table.column_names.index(name), name, values)
-        else:
-            table = table.append_column(name, values)
-    return table
-
-
-def _sorted_by(table: pa.Table, *keys: str) -> pa.Table:
-    """Stable sort: rows tied on every key keep their order (determinism)."""
-    return table.take(pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys]))
-
-
-def _rows_of(ids: np.ndarray, keys: set[int]) -> np.ndarray:
-    """Positions of the rows whose key is in keys."""
-    return np.flatnonzero(_isin(ids, keys))
-
-
-def _trace(stage: str, client_ids: Any, reason: str, offer_ids: Any = None) -> pa.Table:
-    """Rows of trace_main (trace_id is numbered once everything is collected)."""
-    ids = pa.array(np.asarray(client_ids, dtype=np.int64), pa.int64())
-    n = len(ids)
-    offers = pa.array(offer_ids, pa.string()) if offer_ids is not None else pa.nulls(n, pa.string())
-    return pa.table(
-        {
-            "client_id": ids,
-            "reason": _const(reason, n, pa.string()),
-            "offer_id": offers,
-            "stage": _const(stage, n, pa.string()),
-        }
-    )
-
-
-def _offer_masks(table: pa.Table) -> dict[str, np.ndarray]:
-    """Eligibility per offer, from the clients' real attributes."""
-    balance = _np(table["balance"])
-    age = _np(table["age"])
-    housing_no = _np(pc.equal(table["housing"], "no"))
-    loan_no = _np(pc.equal(table["loan"], "no"))
-    return {
-        "TERM_DEPOSIT": np.ones(table.num_rows, dtype=bool),
-        "MORTGAGE": housing_no & (age < 50),
-        "PERSONAL_LOAN": loan_no & (balance > 1000) & (balance < 20000),
-        "PRIVATE_BANKING": balance >= 20000,
-    }
-
-
-# --------------------------------------------------------------------------- planting
-
-
-class Planter:
-    """The seeded choice of planted clients: the same seed always plants the same keys.
-
-    Every deliberately planted client carries one anomaly only, so each planted journey
-    tells one story; the order of the draws is part of the demo's contract.
-    """
-
-    def __init__(self, seed: int = SEED) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.used: set[int] = set()
-
-    def pick(self, pool: np.ndarray, n: int) -> set[int]:
-        """n keys of pool never planted on before; they are then taken."""
-        keys = _pick(self.rng, pool, n, self.used)
-        self.used |= keys
-        return keys
-
-    def spare(self, keys: set[int]) -> None:
-        """Never plant on keys that already carry a natural anomaly."""
-        self.used |= keys
 
 
 # --------------------------------------------------------------------------- the stages
@@ -256,20 +161,20 @@ def exclusions(selected: pa.Table, bank: pa.Table, planter: Planter) -> StageRun
     Planted: orphaned (removed, no log), conflict (logged, kept) and phantom_drop (the
     default rule also logged clients that were never selected).
     """
-    ids = _ids(selected)
-    credit_default = _np(pc.equal(selected["default"], "yes"))
-    negative_with_loan = _np(
+    ids = ids_of(selected)
+    credit_default = np_of(pc.equal(selected["default"], "yes"))
+    negative_with_loan = np_of(
         pc.and_(pc.equal(selected["loan"], "yes"), pc.less(selected["balance"], 0))
     )
     excluded = credit_default | negative_with_loan
     orphaned = planter.pick(ids[~excluded], N_ORPHANED)
     conflict = planter.pick(ids[excluded], N_CONFLICT)
     never_entered = _never_selected_defaults(bank, planter)
-    keep = (~excluded | _isin(ids, conflict)) & ~_isin(ids, orphaned)
+    keep = (~excluded | isin(ids, conflict)) & ~isin(ids, orphaned)
     traces = [
-        _trace("exclusions", ids[credit_default], "credit_default"),
-        _trace("exclusions", ids[negative_with_loan], "negative_balance_with_loan"),
-        _trace("exclusions", sorted(never_entered), "credit_default"),
+        trace_rows("exclusions", ids[credit_default], "credit_default"),
+        trace_rows("exclusions", ids[negative_with_loan], "negative_balance_with_loan"),
+        trace_rows("exclusions", sorted(never_entered), "credit_default"),
     ]
     return StageRun(
         name="exclusions",
@@ -286,26 +191,26 @@ def exclusions(selected: pa.Table, bank: pa.Table, planter: Planter) -> StageRun
 
 def _never_selected_defaults(bank: pa.Table, planter: Planter) -> set[int]:
     """Clients without a contact channel the default rule logs anyway (final: never_entered)."""
-    unselected_default = _np(
+    unselected_default = np_of(
         pc.and_(pc.equal(bank["contact"], "unknown"), pc.equal(bank["default"], "yes"))
     )
-    return planter.pick(_ids(bank)[unselected_default], N_NEVER_ENTERED)
+    return planter.pick(ids_of(bank)[unselected_default], N_NEVER_ENTERED)
 
 
 def offer_selection(clients: pa.Table, planter: Planter) -> StageRun:
     """1-3 offers per client (expected fan-out); planted: 5 clients get TERM_DEPOSIT twice,
     from two rules (multiplied, grain violation)."""
-    masks = _offer_masks(clients)
+    masks = offer_masks(clients)
     offers = _offers(clients, masks)
-    ids = _ids(offers)
+    ids = ids_of(offers)
     uniq, per_client = np.unique(ids, return_counts=True)
     # Holders of the multiplied offer are multiplied at offer_enrichment already.
-    planter.spare({int(k) for k in _ids(clients)[masks[MULTIPLIED_OFFER]]})
+    planter.spare({int(k) for k in ids_of(clients)[masks[MULTIPLIED_OFFER]]})
     twice = planter.pick(uniq, N_DUPLICATED_OFFER)
-    td_rows = np.flatnonzero(_isin(ids, twice) & _np(pc.equal(offers["offer_id"], "TERM_DEPOSIT")))
+    td_rows = np.flatnonzero(isin(ids, twice) & np_of(pc.equal(offers["offer_id"], "TERM_DEPOSIT")))
     extra = offers.take(td_rows)
-    extra = _with(extra, offer_rule=_const("reactivation_list", extra.num_rows, pa.string()))
-    offers = _sorted_by(pa.concat_tables([offers, extra]), "_pos", "_rank")
+    extra = with_columns(extra, offer_rule=const("reactivation_list", extra.num_rows, pa.string()))
+    offers = sorted_by(pa.concat_tables([offers, extra]), "_pos", "_rank")
     # extra rows = out - in: all of such a client's offers count, not just the copy
     per_client_of = dict(zip(uniq.tolist(), per_client.tolist(), strict=True))
     return StageRun(
@@ -332,37 +237,37 @@ def _offers(clients: pa.Table, masks: dict[str, np.ndarray]) -> pa.Table:
         chosen = clients.filter(pa.array(masks[offer_id]))
         n = chosen.num_rows
         pieces.append(
-            _with(
+            with_columns(
                 chosen,
-                offer_id=_const(offer_id, n, pa.string()),
-                offer_rule=_const(rule, n, pa.string()),
+                offer_id=const(offer_id, n, pa.string()),
+                offer_rule=const(rule, n, pa.string()),
                 _pos=position.filter(pa.array(masks[offer_id])),
-                _rank=_const(rank, n, pa.int32()),
+                _rank=const(rank, n, pa.int32()),
             )
         )
-    return _sorted_by(pa.concat_tables(pieces), "_pos", "_rank")
+    return sorted_by(pa.concat_tables(pieces), "_pos", "_rank")
 
 
 def offer_enrichment(offered: StageRun) -> StageRun:
     """Join with the offer reference: its PRIVATE_BANKING parent and child rows multiply
     every holder (the production root cause)."""
     offers = offered.output
-    offers = _with(offers, _row=pa.array(np.arange(offers.num_rows), pa.int64()))
+    offers = with_columns(offers, _row=pa.array(np.arange(offers.num_rows), pa.int64()))
     pieces = []
     for ref_rank, (offer_id, family, product, priority) in enumerate(OFFER_REFERENCE):
         matched = offers.filter(pc.equal(offers["offer_id"], offer_id))
         n = matched.num_rows
         pieces.append(
-            _with(
+            with_columns(
                 matched,
-                offer_family=_const(family, n, pa.string()),
-                product_name=_const(product, n, pa.string()),
-                priority=_const(priority, n, pa.int32()),
-                _ref=_const(ref_rank, n, pa.int32()),
+                offer_family=const(family, n, pa.string()),
+                product_name=const(product, n, pa.string()),
+                priority=const(priority, n, pa.int32()),
+                _ref=const(ref_rank, n, pa.int32()),
             )
         )
-    enriched = _sorted_by(pa.concat_tables(pieces), "_row", "_ref")
-    holders = _ids(offers)[_np(pc.equal(offers["offer_id"], MULTIPLIED_OFFER))]
+    enriched = sorted_by(pa.concat_tables(pieces), "_row", "_ref")
+    holders = ids_of(offers)[np_of(pc.equal(offers["offer_id"], MULTIPLIED_OFFER))]
     multiplied = {int(k) for k in holders}
     return StageRun(
         name="offer_enrichment",
@@ -379,11 +284,11 @@ def buffer_update(enriched_run: StageRun, planter: Planter) -> StageRun:
     """Contact-pressure blocks, logged only in the operational trace_buffer
     (dropped_unreported); planted: 6 rows written twice (duplicate_rows, multiplied)."""
     enriched = enriched_run.output
-    ids = _ids(enriched)
+    ids = ids_of(enriched)
     blocked_rows, reasons = _contact_pressure(enriched)
     blocked = {int(k) for k in ids[blocked_rows]}
     kept = enriched.filter(pa.array(~blocked_rows))
-    doubled = planter.pick(_ids(kept), N_DUPLICATE_ROWS)
+    doubled = planter.pick(ids_of(kept), N_DUPLICATE_ROWS)
     n_blocked = int(blocked_rows.sum())
     trace_buffer = pa.table(
         {
@@ -409,8 +314,8 @@ def buffer_update(enriched_run: StageRun, planter: Planter) -> StageRun:
 
 def _contact_pressure(enriched: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """The rows blocked (too many contacts, or contacted in the last 30 days) and why."""
-    fatigue = _np(pc.greater_equal(enriched["campaign"], 15))
-    pdays = _np(enriched["pdays"])
+    fatigue = np_of(pc.greater_equal(enriched["campaign"], 15))
+    pdays = np_of(enriched["pdays"])
     recent = ~fatigue & (pdays >= 0) & (pdays <= 30)
     blocked_rows = fatigue | recent
     reasons = np.where(fatigue, "contact_fatigue", "recently_contacted")[blocked_rows]
@@ -419,10 +324,10 @@ def _contact_pressure(enriched: pa.Table) -> tuple[np.ndarray, np.ndarray]:
 
 def _written_twice(table: pa.Table, keys: set[int]) -> pa.Table:
     """The table with each key's first TERM_DEPOSIT row repeated right after it."""
-    ids = _ids(table)
+    ids = ids_of(table)
     first_td: dict[int, int] = {}
-    term_deposit = _np(pc.equal(table["offer_id"], "TERM_DEPOSIT"))
-    for pos in np.flatnonzero(_isin(ids, keys) & term_deposit):
+    term_deposit = np_of(pc.equal(table["offer_id"], "TERM_DEPOSIT"))
+    for pos in np.flatnonzero(isin(ids, keys) & term_deposit):
         first_td.setdefault(int(ids[pos]), int(pos))
     order = np.concatenate([np.arange(table.num_rows), np.array(sorted(first_td.values()))])
     return table.take(pa.array(np.sort(order, kind="stable")))
@@ -432,21 +337,21 @@ def buffer_selection(updated: StageRun, planter: Planter) -> StageRun:
     """Best-priority offer per client, the other offers logged in trace_main
     (partially_dropped); planted: 5 clients collapsed without a log, and offer_family
     left out (schema drift)."""
-    ranked = _sorted_by(
+    ranked = sorted_by(
         updated.output, "client_id", "priority", "offer_id", "product_name", "offer_rule"
     )
-    ids = _ids(ranked)
+    ids = ids_of(ranked)
     first = np.ones(len(ids), dtype=bool)
     first[1:] = ids[1:] != ids[:-1]
     uniq, per_client = np.unique(ids, return_counts=True)
     several = {int(k) for k in uniq[per_client > 1]}
     collapsed = planter.pick(np.fromiter(several, np.int64), N_COLLAPSED)
-    logged = ~first & ~_isin(ids, collapsed)
+    logged = ~first & ~isin(ids, collapsed)
     return StageRun(
         name="buffer_selection",
         output=ranked.filter(pa.array(first)).drop_columns(["offer_family"]),
         keys={"partially_dropped": several - collapsed, "collapsed": collapsed},
-        trace_main=_trace(
+        trace_main=trace_rows(
             "buffer_selection",
             ids[logged],
             "lower_priority_offer",
@@ -462,118 +367,18 @@ def output(best: StageRun, bank: pa.Table, excluded: set[int], planter: Planter)
     pool = np.fromiter(excluded, np.int64)
     appeared = planter.pick(pool, N_APPEARED)
     phantom = planter.pick(pool, N_PHANTOM_OUTPUT)
-    readded = bank.take(pa.array(_rows_of(_ids(bank), appeared)))
+    readded = bank.take(pa.array(rows_of(ids_of(bank), appeared)))
     n = readded.num_rows
-    readded = _with(
+    readded = with_columns(
         readded,
-        offer_id=_const("TERM_DEPOSIT", n, pa.string()),
-        offer_rule=_const("manual_override", n, pa.string()),
-        product_name=_const(OFFER_REFERENCE[0][2], n, pa.string()),
-        priority=_const(OFFER_REFERENCE[0][3], n, pa.int32()),
+        offer_id=const("TERM_DEPOSIT", n, pa.string()),
+        offer_rule=const("manual_override", n, pa.string()),
+        product_name=const(OFFER_REFERENCE[0][2], n, pa.string()),
+        priority=const(OFFER_REFERENCE[0][3], n, pa.int32()),
     ).select(best.output.column_names)
     return StageRun(
         name="output",
-        output=_sorted_by(pa.concat_tables([best.output, readded]), "client_id"),
+        output=sorted_by(pa.concat_tables([best.output, readded]), "client_id"),
         keys={"appeared": appeared, "phantom_drop": phantom},
-        trace_main=_trace("output", sorted(phantom), "suppression_list"),
+        trace_main=trace_rows("output", sorted(phantom), "suppression_list"),
     )
-
-
-# --------------------------------------------------------------------------- the run
-
-
-@dataclass(frozen=True)
-class DemoRun:
-    """The tables of one demo run, built in memory, and its answer key."""
-
-    #: every stage's result, in pipeline order (``stages[0]`` is ``selection``).
-    stages: tuple[StageRun, ...]
-    selection: SelectionRun
-    #: trace_main of the whole run, trace_id numbered.
-    trace_main: pa.Table
-    trace_buffer: pa.Table
-    answer: AnswerKey
-
-    @property
-    def outputs(self) -> dict[str, pa.Table]:
-        """stage -> its output table."""
-        return {stage.name: stage.output for stage in self.stages}
-
-
-def build_run() -> DemoRun:
-    """Run the campaign pipeline over the bank clients, stage by stage, planting each
-    root cause; the stages must run in this order, as they share the seeded planter."""
-    planter = Planter()
-    bank = load_bank_clients()
-    selected = selection(bank, planter)
-    excluded = exclusions(selected.keyed, bank, planter)
-    offered = offer_selection(excluded.output, planter)
-    enriched = offer_enrichment(offered)
-    updated = buffer_update(enriched, planter)
-    best = buffer_selection(updated, planter)
-    targeted = output(best, bank, excluded.keys["dropped"], planter)
-    stages = (selected, excluded, offered, enriched, updated, best, targeted)
-    assert tuple(stage.name for stage in stages) == STAGES
-    traces = pa.concat_tables([s.trace_main for s in stages if s.trace_main is not None])
-    trace_main = traces.add_column(
-        0, "trace_id", pa.array(np.arange(1, traces.num_rows + 1), pa.int64())
-    )
-    assert updated.trace_buffer is not None
-    answer = _answer_key(stages, selected.keyed, trace_main, updated.trace_buffer)
-    return DemoRun(stages, selected, trace_main, updated.trace_buffer, answer)
-
-
-def _answer_key(
-    stages: tuple[StageRun, ...], entered: pa.Table, trace_main: pa.Table, trace_buffer: pa.Table
-) -> AnswerKey:
-    """Each stage's planted keys, plus the final outcomes and the business's count check
-    (reconciliation of a run), which need the whole run."""
-    keys = {stage.name: stage.keys for stage in stages}
-    targeted = {int(k) for k in _ids(stages[-1].output)}
-    final = _final_outcomes(keys, targeted)
-    return AnswerKey(
-        keys=keys,
-        rows={stage.name: dict(stage.rows) for stage in stages},
-        final=final,
-        schema_drift={stage.name: stage.schema_drift for stage in stages if stage.schema_drift},
-        summary=_summary(entered, targeted, final, trace_main, trace_buffer),
-        datasets={
-            **{stage.name: stage.output.num_rows for stage in stages},
-            "trace_main": trace_main.num_rows,
-            "trace_buffer": trace_buffer.num_rows,
-        },
-    )
-
-
-def _final_outcomes(
-    keys: dict[str, dict[str, set[int]]], targeted: set[int]
-) -> dict[str, set[int]]:
-    """A client's journey ends at its last exit, unless it is in the output after all."""
-    return {
-        "dropped": keys["exclusions"]["dropped"] - targeted,
-        "dropped_unreported": keys["buffer_update"]["dropped_unreported"] - targeted,
-        "orphaned": keys["exclusions"]["orphaned"] - targeted,
-        "never_entered": set(keys["exclusions"]["phantom_drop"]),
-    }
-
-
-def _summary(
-    entered: pa.Table,
-    targeted: set[int],
-    final: dict[str, set[int]],
-    trace_main: pa.Table,
-    trace_buffer: pa.Table,
-) -> dict[str, int]:
-    """Run totals in distinct keys; the residual subtracts the keys that entered and left."""
-    entered_keys = {int(k) for k in _ids(entered)}
-    reported = {int(k) for k in _ids(trace_main)}
-    traced = reported | {int(k) for k in _np(trace_buffer["cid"])}
-    return {
-        "entered": len(entered_keys),
-        "targeted": len(targeted),
-        "traced": len(traced),
-        "traced_reported": len(reported),
-        "gap": len(entered_keys) - len(targeted) - len(traced),
-        "reporting_gap": len(entered_keys) - len(targeted) - len(reported),
-        "residual": len(entered_keys) - len(targeted) - sum(len(final[o]) for o in _LEFT),
-    }

@@ -8,7 +8,7 @@ import flask_swagger_ui
 from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 
-from api import auth, errors, lineage, runs, service
+from api import auth, errors, history, lineage, runs, service
 from api.state import State
 from tracer import __version__, db
 from tracer.config import Config
@@ -43,7 +43,7 @@ def create_app(config: Config | None = None) -> Flask:
     api = errors.TracerApi(app)
     for name, schema in runs.manifest_components().items():
         api.spec.components.schema(name, schema)
-    for blueprint in (runs.blp, lineage.blp, service.blp):
+    for blueprint in (runs.blp, lineage.blp, history.blp, service.blp):
         api.register_blueprint(blueprint)
     errors.register(app)
     auth.init_app(app)

@@ -11,7 +11,7 @@ from flask import Response, stream_with_context
 from flask_smorest import Blueprint
 
 from api.errors import error_response
-from api.pages import with_next_url
+from api.paging import with_next_url
 from api.schemas import (
     AnomalyArgsSchema,
     AnomalyPageSchema,

@@ -9,7 +9,7 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.pages import with_next_url
+from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
 from api.state import connection, state

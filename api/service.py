@@ -1,4 +1,4 @@
-"""A client's history across runs, jobs, pipelines, health."""
+"""Jobs, pipelines, health."""
 
 from __future__ import annotations
 
@@ -7,47 +7,13 @@ from typing import Any
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
-from api.pages import with_next_url
+from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
-from api.schemas import (
-    HealthSchema,
-    HistoryArgsSchema,
-    HistoryPageSchema,
-    JobSchema,
-    ListArgsSchema,
-    PipelineListSchema,
-)
+from api.schemas import HealthSchema, JobSchema, ListArgsSchema, PipelineListSchema
 from api.state import connection, state
 from tracer.queries.catalog import list_pipelines
-from tracer.queries.journey import history
 
-blp = Blueprint(
-    "service", __name__, url_prefix="/api/v1", description="Clients, jobs, pipelines, health"
-)
-
-
-@blp.route("/history/<key>")
-@blp.arguments(HistoryArgsSchema(partial=("key",)), location="query")
-@blp.response(200, HistoryPageSchema)
-@blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
-def get_history(args: dict[str, Any], key: str) -> dict[str, Any]:
-    """Every run this client appears in, newest first, with its final outcome there."""
-    return _history([key], args)
-
-
-@blp.route("/history")
-@blp.arguments(HistoryArgsSchema, location="query")
-@blp.response(200, HistoryPageSchema)
-@blp.alt_response(404, schema=ERROR, description="The client appears in no classified run")
-def get_history_composite(args: dict[str, Any]) -> dict[str, Any]:
-    """History of a composite key: `?key=LIS&key=42`."""
-    return _history(args["key"], args)
-
-
-def _history(key: list[str], args: dict[str, Any]) -> dict[str, Any]:
-    with connection() as conn:
-        page = history(conn, key, args.get("pipeline"), args["limit"], args.get("next"))
-    return with_next_url(page)
+blp = Blueprint("service", __name__, url_prefix="/api/v1", description="Jobs, pipelines, health")
 
 
 @blp.route("/jobs/<job_id>")

@@ -16,8 +16,9 @@ from api.state import connection, state
 from tracer.errors import ManifestError
 from tracer.manifest import ManifestSpec, parse_manifest
 from tracer.model import RunStatus
+from tracer.pipelines import pipeline_lookup
 from tracer.queries.catalog import list_runs, run_detail
-from tracer.store import delete_run, pipeline_lookup, submit_run
+from tracer.store import delete_run, submit_run
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Pipeline runs")
 

@@ -25,7 +25,8 @@ from sqlalchemy import Engine
 
 from tests.pipelines import RunBuilder
 from tracer import render
-from tracer.cli import main, output_width
+from tracer.cli import main
+from tracer.cli_support import output_width
 from tracer.demo import build_demo
 from tracer.manifest import load_manifest
 from tracer.outcomes import STAGE_OUTCOMES

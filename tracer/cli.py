@@ -6,98 +6,32 @@ one clear message and exit 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import wraps
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
 from tracer import db, render
+from tracer.cli_support import (
+    engine_of,
+    errors,
+    handle_errors,
+    page_options,
+    print_json,
+    print_page,
+    show,
+)
 from tracer.config import Config
 from tracer.errors import TracerError
 from tracer.manifest import load_manifest
 from tracer.model import DatasetStatus, Manifest, RunStatus
-
-errors = Console(stderr=True)
-
-
-def output_width(environ: Mapping[str, str] | None = None, tty: bool | None = None) -> int | None:
-    """The width tables are laid out for: COLUMNS when set, else the terminal's.
-
-    None when stdout is piped without COLUMNS: then the output is as wide as its widest
-    table needs (`render.natural_width`), so a file never gets figures cut to fit 80
-    columns. Read on every command, not at import, so COLUMNS set by a caller counts.
-    """
-    env = os.environ if environ is None else environ
-    columns = env.get("COLUMNS", "").strip()
-    if columns.isdigit() and int(columns) > 0:
-        return int(columns)
-    if sys.stdout.isatty() if tty is None else tty:
-        return shutil.get_terminal_size().columns
-    return None
-
-
-def _show(build: Callable[[int], RenderableType]) -> None:
-    """Lay the tables out for the output's width, then print at exactly that width."""
-    width = output_width()
-    renderable = build(width or render.MAX_WIDTH)
-    Console(width=width or render.natural_width(renderable)).print(renderable)
-
-
-def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except TracerError as exc:
-            errors.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-            for line in exc.errors if len(exc.errors) > 1 else []:
-                errors.print(f"  - {line}", highlight=False)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _page_options(limit: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """--limit, --next and --json: every list pages the same way."""
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        for option in (
-            click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table."),
-            click.option("--next", "after", help="Token from the previous page."),
-            click.option("--limit", default=limit, show_default=True, help="Items per page."),
-        ):
-            fn = option(fn)
-        return fn
-
-    return decorate
-
-
-def _engine(ctx: click.Context) -> Engine:
-    obj = ctx.ensure_object(dict)
-    if "engine" not in obj:
-        config = Config.from_env()
-        engine = db.make_engine(config)
-        if config.database_url is None:
-            db.upgrade(engine)  # the embedded default is ours to keep current
-        obj["engine"] = engine
-    return obj["engine"]
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 def _plugin(group: str, name: str) -> Any:
@@ -138,16 +72,16 @@ def db_group() -> None:
 
 @db_group.command("upgrade")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def db_upgrade(ctx: click.Context) -> None:
     """Apply migrations up to the latest schema."""
-    engine = _engine(ctx)
+    engine = engine_of(ctx)
     db.upgrade(engine)
     click.echo(f"schema at revision {db.current_revision(engine)}")
 
 
 @db_group.command("stop")
-@_handle_errors
+@handle_errors
 def db_stop() -> None:
     """Stop the embedded PostgreSQL (only used when DATABASE_URL is unset)."""
     from tracer.embedded import stop_embedded
@@ -163,16 +97,16 @@ def db_stop() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--wait", is_flag=True, help="With REDIS_URL: wait until the run is classified.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def ingest(ctx: click.Context, manifest_path: Path, as_json: bool, wait: bool) -> None:
     """Ingest a run's datasets from MANIFEST and classify every client.
 
     With REDIS_URL set the work is queued for `tracer worker` processes and the
     job ids are printed; otherwise it runs here, in one transaction.
     """
-    from tracer.store import pipeline_lookup
+    from tracer.pipelines import pipeline_lookup
 
-    engine = _engine(ctx)
+    engine = engine_of(ctx)
     manifest = load_manifest(manifest_path, lookup=pipeline_lookup(engine))
     config = Config.from_env()
     if not config.redis_url:
@@ -184,7 +118,7 @@ def ingest(ctx: click.Context, manifest_path: Path, as_json: bool, wait: bool) -
     submitted = submit_run(engine, manifest)
     job_ids = _plugin("tracer.dispatchers", "queue")(config).submit(submitted).as_dict()
     if as_json and not wait:
-        _print_json({"run_id": submitted.run_id, "status": RunStatus.QUEUED, "job_ids": job_ids})
+        print_json({"run_id": submitted.run_id, "status": RunStatus.QUEUED, "job_ids": job_ids})
         return
     if not as_json:
         click.echo(f"queued run {submitted.run_id}: ingest jobs {', '.join(job_ids['ingest'])}")
@@ -253,19 +187,19 @@ def _reconciliation(engine: Engine, run_id: str, as_json: bool) -> None:
     with engine.connect() as conn:
         data = reconciliation(conn, run_id)
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
-        _show(lambda width: render.report(data, width))
+        show(lambda width: render.report(data, width))
 
 
 @main.command()
 @click.argument("run_id", metavar="RUN")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def reconciliation(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Reconciliation of RUN: per-stage outcomes, run totals and the gap explained."""
-    _reconciliation(_engine(ctx), run_id, as_json)
+    _reconciliation(engine_of(ctx), run_id, as_json)
 
 
 @main.command()
@@ -273,25 +207,25 @@ def reconciliation(ctx: click.Context, run_id: str, as_json: bool) -> None:
 @click.argument("key", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def journey(ctx: click.Context, run_id: str, key: tuple[str, ...], as_json: bool) -> None:
     """Where did client KEY go in RUN? (KEY values in key-column order)"""
     from tracer.queries.journey import journey as key_journey
 
-    with _engine(ctx).connect() as conn:
+    with engine_of(ctx).connect() as conn:
         data = key_journey(conn, run_id, list(key))
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
-        _show(lambda width: render.journey(data, width))
+        show(lambda width: render.journey(data, width))
 
 
 @main.command()
 @click.argument("key", nargs=-1, required=True)
 @click.option("--pipeline", help="Only runs of this pipeline.")
-@_page_options(limit=50)
+@page_options(limit=50)
 @click.pass_context
-@_handle_errors
+@handle_errors
 def history(
     ctx: click.Context,
     key: tuple[str, ...],
@@ -303,21 +237,9 @@ def history(
     """Every run client KEY appears in, newest first, with its final outcome there."""
     from tracer.queries.journey import history as key_history
 
-    with _engine(ctx).connect() as conn:
+    with engine_of(ctx).connect() as conn:
         data = key_history(conn, list(key), pipeline, limit, after)
-    _print_page(data, as_json, lambda width: render.history(data, width))
-
-
-def _print_page(
-    data: dict[str, Any], as_json: bool, table: Callable[[int], RenderableType]
-) -> None:
-    """A page as JSON, or as a table with the command for the next page on stderr."""
-    if as_json:
-        _print_json(data)
-        return
-    _show(table)
-    if data["next"]:
-        errors.print(f"more: --next {data['next']}", highlight=False)
+    print_page(data, as_json, lambda width: render.history(data, width))
 
 
 @main.command()
@@ -328,9 +250,9 @@ def _print_page(
     help="Outcome or flag to list (e.g. orphaned, multiplied, grain_violation).",
 )
 @click.option("--stage", help="Only this stage.")
-@_page_options(limit=100)
+@page_options(limit=100)
 @click.pass_context
-@_handle_errors
+@handle_errors
 def anomalies(
     ctx: click.Context,
     run_id: str,
@@ -343,18 +265,18 @@ def anomalies(
     """List the keys of RUN with an anomalous outcome, page by page."""
     from tracer.queries.anomalies import anomalies as list_anomalies
 
-    with _engine(ctx).connect() as conn:
+    with engine_of(ctx).connect() as conn:
         data = list_anomalies(conn, run_id, outcome, stage, limit, after)
-    _print_page(data, as_json, lambda width: render.anomaly_list(data, width))
+    print_page(data, as_json, lambda width: render.anomaly_list(data, width))
 
 
 @main.command("gap-keys")
 @click.argument("run_id", metavar="RUN")
 @click.argument("cell")
 @click.option("--reporting", is_flag=True, help="The reporting gap's cells.")
-@_page_options(limit=100)
+@page_options(limit=100)
 @click.pass_context
-@_handle_errors
+@handle_errors
 def gap_keys(
     ctx: click.Context,
     run_id: str,
@@ -367,10 +289,10 @@ def gap_keys(
     """The keys of RUN behind one CELL of the gap (e.g. lost, counted_twice), one per line."""
     from tracer.queries.anomalies import gap_keys as cell_keys
 
-    with _engine(ctx).connect() as conn:
+    with engine_of(ctx).connect() as conn:
         data = cell_keys(conn, run_id, cell, reporting, limit, after)
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     for item in data["items"]:  # one key a line, for scripts and pipes
         click.echo(render.key_text(item["key"]))
@@ -381,12 +303,12 @@ def gap_keys(
 @main.command()
 @click.argument("run_id", metavar="RUN")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def delete(ctx: click.Context, run_id: str) -> None:
     """Delete RUN and everything derived from it."""
     from tracer.store import delete_run
 
-    delete_run(_engine(ctx), run_id)
+    delete_run(engine_of(ctx), run_id)
     click.echo(f"deleted run {run_id}")
 
 
@@ -399,14 +321,14 @@ def delete(ctx: click.Context, run_id: str) -> None:
 )
 @click.option("--client", type=int, help="Whose journey to show (default: a planted anomaly).")
 @click.pass_context
-@_handle_errors
+@handle_errors
 def demo(ctx: click.Context, directory: Path | None, client: int | None) -> None:
     """Build a 7-stage campaign run over real bank clients, ingest it, show what tracer finds."""
     from tracer.demo import build_demo
 
     with _workdir(directory) as folder:
         manifest_path = build_demo(folder)
-        engine = _engine(ctx)
+        engine = engine_of(ctx)
         manifest = load_manifest(manifest_path)
         run_id = _ingest_with_progress(engine, manifest, quiet=False)
         _reconciliation(engine, run_id, as_json=False)
@@ -416,7 +338,7 @@ def demo(ctx: click.Context, directory: Path | None, client: int | None) -> None
         with engine.connect() as conn:
             data = key_journey(conn, run_id, [key])
         click.echo()
-        _show(lambda width: render.journey(data, width))
+        show(lambda width: render.journey(data, width))
         click.echo(  # commands to copy: never wrapped
             f"\nnext: tracer journey {run_id} <client_id> · "
             f"tracer anomalies {run_id} --outcome orphaned"

@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 
 from tracer.classify import classify_run
 from tracer.errors import ConflictError, NotFoundError, TracerError
@@ -23,7 +22,8 @@ from tracer.ingest import IngestResult, Progress, ingest_dataset
 from tracer.manifest import parse_manifest
 from tracer.model import Dataset, DatasetStatus, Manifest, RunStatus
 from tracer.partitions import drop_run_partitions, ensure_chunk_partition
-from tracer.tables import datasets, pipelines, runs
+from tracer.pipelines import register_pipeline
+from tracer.tables import datasets, runs
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,12 @@ def register_run(
 ) -> Registered:
     """Create or update the run and its datasets; serialised per run id by an advisory lock."""
     _lock_text(conn, f"run-id:{manifest.run_id}")
-    pipeline_id = _upsert_pipeline(conn, manifest.pipeline.name, manifest.pipeline.spec)
+    pipeline_columns = register_pipeline(conn, manifest.pipeline)
     row = conn.execute(
         select(runs.c.pk, runs.c.manifest).where(runs.c.run_id == manifest.run_id).with_for_update()
     ).first()
     values = {
-        "pipeline_id": pipeline_id,
+        **pipeline_columns,
         "label": manifest.label,
         "rerun_of": manifest.rerun_of,
         "manifest": manifest.document,
@@ -206,37 +206,6 @@ def _lock(conn: Connection, kind: str, ident: int) -> None:
 def _lock_text(conn: Connection, name: str) -> None:
     """Held until the transaction ends; a second holder waits (hash collisions only serialise)."""
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": name})
-
-
-def _upsert_pipeline(conn: Connection, name: str, spec: dict[str, Any]) -> int:
-    """The registry keeps each pipeline's latest definition; runs keep their own copy."""
-    row = conn.execute(
-        select(pipelines.c.id, pipelines.c.spec).where(pipelines.c.name == name)
-    ).first()
-    if row is None:
-        return conn.execute(
-            insert(pipelines).values(name=name, spec=spec).returning(pipelines.c.id)
-        ).scalar_one()
-    if row.spec != spec:
-        conn.execute(
-            update(pipelines)
-            .where(pipelines.c.id == row.id)
-            .values(spec=spec, updated_at=func.now())
-        )
-    return row.id
-
-
-def pipeline_lookup(engine: Engine) -> Callable[[str], dict[str, Any]]:
-    """For manifests that name a registered pipeline instead of spelling it out."""
-
-    def lookup(name: str) -> dict[str, Any]:
-        with engine.connect() as conn:
-            spec = conn.execute(select(pipelines.c.spec).where(pipelines.c.name == name)).scalar()
-        if spec is None:
-            raise KeyError(name)
-        return spec
-
-    return lookup
 
 
 def delete_run(engine: Engine, run_id: str) -> None:

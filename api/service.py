@@ -11,7 +11,7 @@ from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import HealthSchema, JobSchema, ListArgsSchema, PipelineListSchema
 from api.state import connection, state
-from tracer.queries.catalog import list_pipelines
+from tracer.pipelines import list_pipelines
 
 blp = Blueprint("service", __name__, url_prefix="/api/v1", description="Jobs, pipelines, health")
 

@@ -1,10 +1,10 @@
-"""What the service lists across runs: runs newest first with their datasets, and pipelines."""
+"""What the service lists across runs: runs newest first, and one run with its datasets."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select, tuple_
+from sqlalchemy import Connection, select, tuple_
 
 from tracer.errors import NotFoundError
 from tracer.model import RunStatus
@@ -97,37 +97,3 @@ def run_detail(conn: Connection, run_id: str) -> dict[str, Any]:
         ],
         "totals": row.totals if row.status == RunStatus.CLASSIFIED else None,
     }
-
-
-def list_pipelines(conn: Connection, limit: int = 50, after: str | None = None) -> dict[str, Any]:
-    """Registered pipelines by name, with their key, stages and number of runs."""
-    limit = check_limit(limit, MAX_PAGE)
-    scope = ("pipelines",)
-    counts = (
-        select(
-            runs.c.pipeline_id,
-            func.count().label("runs"),
-            func.max(runs.c.created_at).label("last"),
-        )
-        .group_by(runs.c.pipeline_id)
-        .subquery()
-    )
-    query = select(pipelines.c.name, pipelines.c.spec, counts.c.runs, counts.c.last).outerjoin(
-        counts, counts.c.pipeline_id == pipelines.c.id
-    )
-    if after:
-        (last_name,) = decode_token(after, scope, (str,))
-        query = query.where(pipelines.c.name > last_name)
-    rows = conn.execute(query.order_by(pipelines.c.name).limit(limit + 1)).all()
-    items = [
-        {
-            "name": r.name,
-            "key": r.spec["key"],
-            "stages": [s["name"] for s in r.spec["stages"]],
-            "traceability": [t["name"] for t in r.spec.get("traceability", [])],
-            "runs": r.runs or 0,
-            "last_run_at": iso(r.last),
-        }
-        for r in rows[:limit]
-    ]
-    return page(items, (rows[limit - 1].name,) if len(rows) > limit else None, scope)

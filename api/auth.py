@@ -1,42 +1,106 @@
-"""Bearer tokens with two scopes: `read`, and `ingest` (which may also read).
+"""Bearer tokens with three scopes: `read`; `ingest` (may also read); `admin` (may also ingest,
+and alone may DELETE, since a deletion cannot be undone).
 
-Tokens come from TRACER_API_TOKENS and are held only as sha256 digests. With no
-tokens configured the API is open (and `tracer serve` says so loudly).
+Tokens come from TRACER_API_TOKENS and are held only as sha256 digests, each with a name
+(`flask.g.token`) so that logs say who did what without showing a secret. Every DELETE is
+written to the `tracer.audit` logger. With no tokens configured the API is open (and
+`tracer serve` says so loudly).
 """
 
 from __future__ import annotations
 
 import hmac
+import logging
 
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
 
 from api.errors import error_response
-from tracer.config import token_digest
+from tracer.config import ApiToken, token_digest
 
 OPEN_PATHS = ("/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs")
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+AUDIT = logging.getLogger("tracer.audit")
 
 
 def init_app(app: Flask) -> None:
     app.before_request(_check_token)
+    app.after_request(_audit)
+    _audit_to_stderr()
+
+
+def needed_scope(method: str) -> str:
+    """Reading needs `read`, deleting `admin`, any other write `ingest`."""
+    if method in READ_METHODS:
+        return "read"
+    return "admin" if method == "DELETE" else "ingest"
+
+
+def token_name() -> str:
+    """Who is calling, as logs show it: the token's name, never its secret."""
+    token: ApiToken | None = g.get("token")
+    if token is not None:
+        return token.name
+    return "anonymous (no tokens configured)" if not _tokens() else "unauthenticated"
+
+
+def _tokens() -> dict[str, ApiToken]:
+    return current_app.extensions["tracer"].config.api_tokens
 
 
 def _check_token() -> ResponseReturnValue | None:
-    tokens = current_app.extensions["tracer"].config.api_tokens
+    g.token = None
+    tokens = _tokens()
     if not tokens or not request.path.startswith("/api/") or request.path.startswith(OPEN_PATHS):
         return None
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
         response = error_response(401, "missing bearer token: send 'Authorization: Bearer <token>'")
         response.headers["WWW-Authenticate"] = 'Bearer realm="tracer"'
         return response
-    digest = token_digest(token.strip())
-    scope = next((s for d, s in tokens.items() if hmac.compare_digest(d, digest)), None)
-    if scope is None:
+    digest = token_digest(secret.strip())
+    token = next((t for d, t in tokens.items() if hmac.compare_digest(d, digest)), None)
+    if token is None:
         return error_response(401, "unknown token")
-    if request.method not in READ_METHODS and scope != "ingest":
-        return error_response(
-            403, f"a {scope!r} token cannot {request.method} here; it needs 'ingest'"
+    g.token = token
+    needed = needed_scope(request.method)
+    if not token.allows(needed):
+        response = error_response(
+            403,
+            f"token {token.name!r} has scope {token.scope!r}: {request.method} here needs "
+            f"{needed!r}",
         )
+        response.headers["WWW-Authenticate"] = (
+            f'Bearer realm="tracer", error="insufficient_scope", scope="{needed}"'
+        )
+        return response
     return None
+
+
+def _audit(response: Response) -> Response:
+    """One line per DELETE, done or refused, naming the token."""
+    if request.method == "DELETE" and request.path.startswith("/api/"):
+        token: ApiToken | None = g.get("token")
+        scope = f" ({token.scope})" if token else ""
+        level = logging.INFO if response.status_code < 400 else logging.WARNING
+        AUDIT.log(
+            level,
+            "token %r%s: DELETE %s -> %s from %s",
+            token_name(),
+            scope,
+            request.path,
+            response.status_code,
+            request.remote_addr,
+        )
+    return response
+
+
+def _audit_to_stderr() -> None:
+    """Deletions reach the container's log even where nothing configured logging (gunicorn
+    configures only its own loggers); where logging is configured, it decides."""
+    if AUDIT.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
+    AUDIT.addHandler(handler)
+    AUDIT.setLevel(logging.INFO)

@@ -26,7 +26,7 @@ def serve(host: str, port: int, processes: int | None, dev: bool) -> None:
     if not config.api_tokens:
         click.secho(
             "WARNING: TRACER_API_TOKENS is not set: the API is OPEN to anyone who can reach "
-            f"{host}:{port}. Set read:/ingest: tokens before exposing it.",
+            f"{host}:{port}. Set read:/ingest:/admin: tokens before exposing it.",
             fg="red",
             bold=True,
             err=True,

@@ -1,17 +1,19 @@
-"""Jobs, pipelines, health."""
+"""Jobs, pipelines (and their versions), health."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from flask import url_for
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
 from api.paging import with_next_url
+from api.pipeline_schemas import PipelineDetailSchema, PipelinePageSchema, VersionRunPageSchema
 from api.schemas import ErrorSchema as ERROR
-from api.schemas import HealthSchema, JobSchema, ListArgsSchema, PipelineListSchema
+from api.schemas import HealthSchema, JobSchema, ListArgsSchema
 from api.state import connection, state
-from tracer.pipelines import list_pipelines
+from tracer.pipelines import delete_pipeline, list_pipelines, pipeline_detail, version_runs
 
 blp = Blueprint("service", __name__, url_prefix="/api/v1", description="Jobs, pipelines, health")
 
@@ -29,11 +31,48 @@ def get_job(job_id: str) -> dict[str, Any]:
 
 @blp.route("/pipelines")
 @blp.arguments(ListArgsSchema, location="query")
-@blp.response(200, PipelineListSchema)
+@blp.response(200, PipelinePageSchema)
 def get_pipelines(args: dict[str, Any]) -> dict[str, Any]:
-    """Registered pipelines by name, with their key, stages and number of runs."""
+    """Registered pipelines by name: the latest version's key and stages, and their runs."""
     with connection() as conn:
         page = list_pipelines(conn, args["limit"], args.get("next"))
+    return with_next_url(page)
+
+
+@blp.route("/pipelines/<name>")
+@blp.response(200, PipelineDetailSchema)
+@blp.alt_response(404, schema=ERROR, description="No such pipeline")
+def get_pipeline(name: str) -> dict[str, Any]:
+    """A pipeline's versions, oldest first: each definition and the runs classified with it."""
+    with connection() as conn:
+        detail = pipeline_detail(conn, name)
+    for v in detail["versions"]:
+        v["runs_url"] = url_for(
+            "service.get_version_runs", name=name, version=v["version"], _external=True
+        )
+    return detail
+
+
+@blp.route("/pipelines/<name>", methods=["DELETE"])
+@blp.response(204)
+@blp.alt_response(403, schema=ERROR, description="The token's scope is not `admin`")
+@blp.alt_response(404, schema=ERROR, description="No such pipeline")
+@blp.alt_response(
+    409, schema=ERROR, description="Runs still use the pipeline: the error names them"
+)
+def remove_pipeline(name: str) -> None:
+    """Delete a pipeline and all its versions, once no run uses it (admin scope)."""
+    delete_pipeline(state().engine, name)
+
+
+@blp.route("/pipelines/<name>/versions/<int:version>/runs")
+@blp.arguments(ListArgsSchema, location="query")
+@blp.response(200, VersionRunPageSchema)
+@blp.alt_response(404, schema=ERROR, description="No such pipeline or version")
+def get_version_runs(args: dict[str, Any], name: str, version: int) -> dict[str, Any]:
+    """The runs classified with one version of the pipeline, newest first, keyset pages."""
+    with connection() as conn:
+        page = version_runs(conn, name, version, args["limit"], args.get("next"))
     return with_next_url(page)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ import platformdirs
 
 from tracer.errors import TracerError
 
-SCOPES = ("read", "ingest")
+SCOPES = ("read", "ingest", "admin")
+"""Each scope may do what the ones before it may: admin also ingests, ingest also reads."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def _default_home() -> Path:
@@ -30,12 +33,23 @@ def token_digest(token: str) -> str:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """What a token may do, and the name logs show for it (never the secret)."""
+
+    scope: str
+    name: str
+
+    def allows(self, needed: str) -> bool:
+        return SCOPES.index(self.scope) >= SCOPES.index(needed)
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str | None = None
     redis_url: str | None = None
     home: Path = field(default_factory=_default_home)
-    # sha256(token) -> scope; empty means the API is open.
-    api_tokens: Mapping[str, str] = field(default_factory=dict)
+    # sha256(token) -> its scope and name; empty means the API is open.
+    api_tokens: Mapping[str, ApiToken] = field(default_factory=dict)
     # Folders the server may read Parquet from; None means the working directory.
     data_roots: tuple[Path, ...] | None = None
     queue_prefix: str = "tracer"
@@ -61,17 +75,39 @@ class Config:
         return self.data_roots if self.data_roots is not None else (Path.cwd(),)
 
 
-def parse_tokens(text: str) -> dict[str, str]:
-    """`read:abc,ingest:def` -> {sha256(abc): "read", sha256(def): "ingest"}."""
-    tokens: dict[str, str] = {}
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        scope, sep, token = item.partition(":")
-        if not sep or scope not in SCOPES or not token:
+def parse_tokens(text: str) -> dict[str, ApiToken]:
+    """`read:abc,admin:ops:def` -> {sha256(abc): read "read-<digest>", sha256(def): admin "ops"}.
+
+    An unnamed token is named after its scope and the start of its digest, so logs can tell
+    tokens apart without showing one. Errors name the item by position: it may hold a secret.
+    """
+    tokens: dict[str, ApiToken] = {}
+    names: set[str] = set()
+    items = [part.strip() for part in text.split(",")]
+    for n, item in enumerate((i for i in items if i), start=1):
+        at = f"TRACER_API_TOKENS item {n}"
+        scope, sep, rest = item.partition(":")
+        if not sep or scope not in SCOPES:
             raise TracerError(
-                f"TRACER_API_TOKENS: {item.split(':')[0]!r}... is not 'read:<token>' or "
-                "'ingest:<token>'"
+                f"{at}: expected 'scope:token' or 'scope:name:token', scope one of "
+                f"{', '.join(SCOPES)}"
             )
-        tokens[token_digest(token)] = scope
+        name, sep, secret = rest.partition(":")
+        if not sep:
+            name, secret = "", rest
+        if not secret:
+            raise TracerError(f"{at} ({scope}): the token is empty")
+        digest = token_digest(secret)
+        if sep and not NAME.fullmatch(name):
+            raise TracerError(  # not echoed: an old token with a ':' in it lands here
+                f"{at} ({scope}): the name between the first and second ':' must be 1-64 "
+                "letters, digits, '.', '_' or '-' (a token containing ':' needs a name first)"
+            )
+        name = name or f"{scope}-{digest[:8]}"
+        if name in names:
+            raise TracerError(f"{at} ({scope}): the name {name!r} is given to two tokens")
+        if digest in tokens:
+            raise TracerError(f"{at} ({scope}:{name}): the same token is listed twice")
+        names.add(name)
+        tokens[digest] = ApiToken(scope, name)
     return tokens

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import Connection, Engine
 
 from tracer.config import Config
+from tracer.partitions import lock_for_reading
 from workers.queues import Dispatcher
 
 
@@ -27,4 +28,5 @@ def state() -> State:
 @contextmanager
 def connection() -> Iterator[Connection]:
     with state().engine.connect() as conn:
+        lock_for_reading(conn)
         yield conn

@@ -57,6 +57,9 @@ def build(tmp_path: Path, engine: Engine) -> RunBuilder:
 
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "slow: a heavier case (still part of the suite)")
+    config.addinivalue_line(
+        "markers", "serial: restarts or pauses the machine's Redis/PostgreSQL; run alone"
+    )
 
 
 REDIS_URL = os.environ.get("TRACER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

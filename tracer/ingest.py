@@ -60,7 +60,12 @@ def ingest_dataset(
         digest = fingerprint(source)
     except (OSError, pa.ArrowException) as exc:
         raise IngestError(dataset.name, dataset.uri, f"cannot read: {exc}") from None
-    if digest == previous_fingerprint:
+    if digest == previous_fingerprint:  # its chunks are those of this content
+        conn.execute(
+            update(datasets)
+            .where(datasets.c.id == dataset_id)
+            .values(status=DatasetStatus.INGESTED, error=None)
+        )
         return IngestResult(dataset.name, skipped=True, rows=0, keys=0)
     reader = _Reader(dataset, pipeline, source)
     conn.execute(
@@ -124,6 +129,7 @@ class _Reader:
         try:
             con.register("src", self.source)
             self._check_key_casts(con)
+            self._check_no_nul(con)
             try:
                 reader = con.sql(self._query()).to_arrow_reader(_CHUNK_ROWS)
                 # DuckDB hands out batches per thread, often small: regroup into full chunks.
@@ -156,6 +162,21 @@ class _Reader:
                     f"value {bad[0]!r} is not an integer, but the key is declared int64",
                     column,
                 )
+
+    def _check_no_nul(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A NUL character in a key or a reason: Postgres text cannot hold it, so say where."""
+        columns = list(self.dataset.key_columns)
+        if isinstance(self.dataset, TraceDataset) and self.dataset.source.reason_column:
+            columns.append(self.dataset.source.reason_column)
+        for column in columns:
+            if keymod.type_family(self.dataset.schema.field(column).type) != "string":
+                continue
+            col = keymod.quote_ident(column)
+            bad = con.execute(
+                f"SELECT {col} FROM src WHERE strpos({col}, chr(0)) > 0 LIMIT 1"
+            ).fetchone()
+            if bad is not None:
+                raise self.fail(f"value {bad[0]!r} contains a NUL character", column)
 
     def _query(self) -> str:
         """Rows, distinct grains and distinct whole rows per key, by nested grouping.

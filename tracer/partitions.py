@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import Connection, Table, text
+from sqlalchemy.exc import OperationalError
 
 from tracer.tables import NAMING, PARTITIONED_BY_RUN, dataset_chunks
 
@@ -81,6 +82,7 @@ def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
                 conn.execute(text(f"CREATE INDEX {name} ON {loading} ({columns})"))
         # Proves the partition bound up front, so ATTACH skips its own scan.
         conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
+    _lock_published(conn)
     for table in PARTITIONED_BY_RUN:
         final = run_partition(table.name, pk)
         conn.execute(text(f"DROP TABLE IF EXISTS {final}"))
@@ -94,8 +96,34 @@ def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
         )
 
 
+PUBLISHED_LOCK = ", ".join(f"ONLY {t.name}" for t in PARTITIONED_BY_RUN)
+"""The parents of what a classification publishes, in the one order everyone locks them."""
+
+
+def lock_for_reading(conn: Connection) -> None:
+    """Readers: first, so a classification is seen whole (never the run's row of one and the
+    keys of the next) and a swap waits for them, or they for it, without a deadlock."""
+    conn.execute(text(f"LOCK TABLE {PUBLISHED_LOCK} IN ACCESS SHARE MODE"))
+
+
+def _lock_published(conn: Connection) -> None:
+    """All the parents at once before the swap, never holding one while waiting for another:
+    a reader holding one of them and waiting for another would otherwise deadlock with it."""
+    while True:
+        try:
+            with conn.begin_nested():
+                conn.execute(text("SET LOCAL lock_timeout = '200ms'"))
+                conn.execute(text(f"LOCK TABLE {PUBLISHED_LOCK} IN ACCESS EXCLUSIVE MODE"))
+            break
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+    conn.execute(text("SET LOCAL lock_timeout TO DEFAULT"))
+
+
 def drop_run_partitions(conn: Connection, run_pk: int) -> None:
     """Everything stored for the run: its chunks and what was derived from them."""
+    _lock_published(conn)  # readers of other runs wait, never deadlock
     for table in _PARTITIONED:
         name = run_partition(table.name, run_pk)
         conn.execute(text(f"DROP TABLE IF EXISTS {name}"))

@@ -30,6 +30,7 @@ from tracer.tables import datasets, runs
 class Registered:
     run_pk: int
     datasets: list[tuple[Dataset, int, str | None]]  # dataset, its id, its stored fingerprint
+    published: bool  # a classification of the run is already readable
 
 
 def ingest_manifest(
@@ -49,22 +50,37 @@ def ingest_manifest(
             if result.skipped and progress:
                 progress(dataset.name, 0)
             changed = changed or not result.skipped
-        status = conn.execute(select(runs.c.status).where(runs.c.pk == reg.run_pk)).scalar_one()
-        if changed or status != RunStatus.CLASSIFIED:
+        if changed or not reg.published:
             if on_classify:
                 on_classify()
             classify_run(conn, reg.run_pk, manifest.pipeline)
+        else:  # same files: the published classification is the answer
+            conn.execute(
+                update(runs)
+                .where(runs.c.pk == reg.run_pk)
+                .values(status=RunStatus.CLASSIFIED, error=None)
+            )
+    from tracer.openlineage_out import emit_after_classification  # its client loads slowly
+
+    emit_after_classification(engine, run_id=manifest.run_id)  # only when configured
     return manifest.run_id
 
 
 def register_run(
     conn: Connection, manifest: Manifest, status: RunStatus = RunStatus.INGESTING
 ) -> Registered:
-    """Create or update the run and its datasets; serialised per run id by an advisory lock."""
+    """Create or update the run and its datasets; serialised per run id by an advisory lock.
+
+    Every dataset starts this attempt `pending` (what a recovery sweep re-queues), keeping
+    the fingerprint of its last successful load so unchanged content is not read again.
+    The run's published classification, if any, stays readable until a new one replaces it.
+    """
     _lock_text(conn, f"run-id:{manifest.run_id}")
     pipeline_columns = register_pipeline(conn, manifest.pipeline)
     row = conn.execute(
-        select(runs.c.pk, runs.c.manifest).where(runs.c.run_id == manifest.run_id).with_for_update()
+        select(runs.c.pk, runs.c.manifest, runs.c.classified_at)
+        .where(runs.c.run_id == manifest.run_id)
+        .with_for_update()
     ).first()
     values = {
         **pipeline_columns,
@@ -86,7 +102,9 @@ def register_run(
                 f"run {manifest.run_id!r} was ingested with another definition of pipeline "
                 f"{manifest.pipeline.name!r}; delete the run first or give this one a new id"
             )
-        conn.execute(update(runs).where(runs.c.pk == run_pk).values(status=status, **values))
+        conn.execute(
+            update(runs).where(runs.c.pk == run_pk).values(status=status, error=None, **values)
+        )
     ensure_chunk_partition(conn, run_pk)
     stored = {
         (r.role, r.name): r
@@ -114,10 +132,14 @@ def register_run(
             ).scalar_one()
             out.append((d, dataset_id, None))
         else:
-            conn.execute(update(datasets).where(datasets.c.id == old.id).values(uri=d.uri))
-            previous = old.fingerprint if old.status == DatasetStatus.INGESTED else None
-            out.append((d, old.id, previous))
-    return Registered(run_pk, out)
+            conn.execute(
+                update(datasets)
+                .where(datasets.c.id == old.id)
+                .values(uri=d.uri, status=DatasetStatus.PENDING, error=None)
+            )
+            # Set only by a load that committed, with its chunks: safe to skip against.
+            out.append((d, old.id, old.fingerprint))
+    return Registered(run_pk, out, published=row is not None and row.classified_at is not None)
 
 
 @dataclass(frozen=True)
@@ -151,8 +173,9 @@ def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
             raise NotFoundError(f"dataset {dataset_id} not found (was its run deleted?)")
         manifest = stored_manifest(conn, row.run_pk)
         dataset = next(d for d in manifest.datasets if (d.role, d.name) == (row.role, row.name))
-        previous = row.fingerprint if row.status == DatasetStatus.INGESTED else None
-        return ingest_dataset(conn, row.run_pk, dataset_id, dataset, manifest.pipeline, previous)
+        return ingest_dataset(
+            conn, row.run_pk, dataset_id, dataset, manifest.pipeline, row.fingerprint
+        )
 
 
 def classify_step(engine: Engine, run_pk: int) -> None:
@@ -197,6 +220,44 @@ def stored_manifest(conn: Connection, run_pk: int) -> Manifest:
     if document is None:
         raise NotFoundError(f"run {run_pk} not found (was it deleted?)")
     return parse_manifest(document, base_dir=Path("/"), source=f"run {document['run']['id']}")
+
+
+@dataclass(frozen=True)
+class QueuedRun:
+    """A run submitted to the workers and not finished: what its jobs should be doing."""
+
+    run_pk: int
+    run_id: str
+    pending: list[int]  # dataset ids not loaded in this attempt
+
+
+def queued_runs(engine: Engine, run_id: str | None = None) -> list[QueuedRun]:
+    """Runs whose work Postgres says is still to do (the truth a recovery sweep acts on)."""
+    query = (
+        select(runs.c.pk, runs.c.run_id, datasets.c.id, datasets.c.status)
+        .join(datasets, datasets.c.run_pk == runs.c.pk)
+        .where(runs.c.status == RunStatus.QUEUED)
+        .order_by(runs.c.pk, datasets.c.id)
+    )
+    if run_id is not None:
+        query = query.where(runs.c.run_id == run_id)
+    found: dict[int, QueuedRun] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            run = found.setdefault(row.pk, QueuedRun(row.pk, row.run_id, []))
+            if row.status == DatasetStatus.PENDING:
+                run.pending.append(row.id)
+    return list(found.values())
+
+
+def step_running(engine: Engine, kind: str, ident: int) -> bool:
+    """Is a step holding the lock of this dataset or run now? Held only inside its
+    transaction, so a worker that died (its connection closed) holds nothing."""
+    with engine.begin() as conn:
+        free = conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": f"{kind}:{ident}"}
+        ).scalar_one()
+    return not free
 
 
 def _lock(conn: Connection, kind: str, ident: int) -> None:

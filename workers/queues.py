@@ -6,6 +6,8 @@ dataset and a classify job that waits for all of them.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import traceback
 import uuid
@@ -16,15 +18,21 @@ from typing import Any, Protocol
 from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
+from rq.executions import Execution, ExecutionRegistry
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.utils import as_text
+from sqlalchemy import Engine
 
 from tracer.config import Config
 from tracer.queries.common import iso
-from tracer.store import Submitted
+from tracer.store import Submitted, queued_runs
 from workers import jobs
 
 RETRY = Retry(max=3, interval=[2, 10, 30])
 INGEST, CLASSIFY = "ingest", "classify"
+JOB_TTL = int(os.environ.get("TRACER_JOB_TTL", str(7 * 24 * 3600)))
+"""Seconds a finished or failed job's record is kept, so `GET /jobs/{id}` can still answer."""
 
 
 @dataclass(frozen=True)
@@ -47,35 +55,92 @@ def queue_names(config: Config) -> tuple[str, str]:
 
 
 class RQDispatcher:
-    """Jobs on Redis for `tracer worker` processes on any machine."""
+    """Jobs on Redis for `tracer worker` processes on any machine.
+
+    Job ids are derived from the dataset and the run, so what Postgres says is pending
+    names the job that should carry it: a recovery sweep (workers.recovery) finds a job
+    lost with Redis or left `started` by a dead worker, and queues it again.
+    """
 
     def __init__(self, config: Config) -> None:
         assert config.redis_url
         self.connection = Redis.from_url(config.redis_url)
+        self.prefix = re.sub(r"[^A-Za-z0-9_-]", "-", config.queue_prefix)
         ingest_name, classify_name = queue_names(config)
         self.ingest_queue = Queue(ingest_name, connection=self.connection)
         self.classify_queue = Queue(classify_name, connection=self.connection)
 
+    def ingest_job_id(self, dataset_id: int) -> str:
+        return f"{self.prefix}-{INGEST}-{int(dataset_id)}"
+
+    def classify_job_id(self, run_pk: int) -> str:
+        return f"{self.prefix}-{CLASSIFY}-{int(run_pk)}"
+
     def submit(self, run: Submitted) -> JobIds:
-        ingest_jobs = [
-            self.ingest_queue.enqueue(
-                jobs.ingest,
-                dataset_id,
-                retry=RETRY,
-                meta={"run_id": run.run_id},
-                description=f"ingest dataset {dataset_id} of run {run.run_id}",
-            )
-            for dataset_id in run.dataset_ids
-        ]
-        classify_job = self.classify_queue.enqueue(
-            jobs.classify,
-            run.run_pk,
-            depends_on=ingest_jobs,
+        ingest = [self.enqueue_ingest(run.run_id, run.run_pk, d) for d in run.dataset_ids]
+        classify = self.enqueue_classify(run.run_id, run.run_pk, ingest)
+        return JobIds(ingest, classify)
+
+    def enqueue_ingest(self, run_id: str, run_pk: int, dataset_id: int) -> str:
+        """Queue (again) the load of one dataset; a previous job of that id is replaced."""
+        job_id = self.ingest_job_id(dataset_id)
+        self._forget(job_id)
+        self.ingest_queue.enqueue(
+            jobs.ingest,
+            dataset_id,
+            job_id=job_id,
             retry=RETRY,
-            meta={"run_id": run.run_id},
-            description=f"classify run {run.run_id}",
+            result_ttl=JOB_TTL,
+            failure_ttl=JOB_TTL,
+            meta={"run_id": run_id, "classify_job": self.classify_job_id(run_pk)},
+            description=f"ingest dataset {dataset_id} of run {run_id}",
         )
-        return JobIds([j.id for j in ingest_jobs], classify_job.id)
+        return job_id
+
+    def enqueue_classify(self, run_id: str, run_pk: int, after: list[str]) -> str:
+        """Queue (again) the run's classification, after the given ingest jobs."""
+        job_id = self.classify_job_id(run_pk)
+        self._forget(job_id)
+        self.classify_queue.enqueue(
+            jobs.classify,
+            run_pk,
+            job_id=job_id,
+            depends_on=after or None,
+            retry=RETRY,
+            result_ttl=JOB_TTL,
+            failure_ttl=JOB_TTL,
+            meta={"run_id": run_id},
+            description=f"classify run {run_id}",
+        )
+        return job_id
+
+    def job(self, job_id: str) -> Job | None:
+        try:
+            return Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return None
+
+    def _forget(self, job_id: str) -> None:
+        """Drop a previous job of this id from every queue and registry before it is replaced.
+
+        An execution of a worker that died stays listed for the job about a minute longer
+        than its record lives, and rq's `Job.delete` then fails fetching it: such executions
+        are dropped first. So are the job's entries in its queue's started registry, which
+        rq's clean-up would otherwise take, once expired, for the new job of the same id
+        (and retry or fail it while it runs).
+        """
+        old = self.job(job_id)
+        if old is None:
+            return
+        executions = ExecutionRegistry(job_id, connection=self.connection)
+        for execution_id in self.connection.zrange(executions.key, 0, -1):
+            execution = Execution(as_text(execution_id), job_id, self.connection)
+            if not self.connection.exists(execution.key):
+                self.connection.zrem(executions.key, execution_id)
+        started = StartedJobRegistry(old.origin, connection=self.connection)
+        for entry, _ in self.connection.zscan_iter(started.key, match=f"{job_id}:*"):
+            self.connection.zrem(started.key, entry)
+        old.delete(remove_from_queue=True)
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         try:
@@ -134,6 +199,14 @@ class InProcessDispatcher:
             f"classify run {run.run_id}", run.run_id, self._classify_after, run.run_pk, ingest_ids
         )
         return JobIds(ingest_ids, classify_id)
+
+    def resume(self, engine: Engine) -> list[str]:
+        """Take up the runs left queued when this process last stopped (no Redis to sweep)."""
+        resumed = []
+        for run in queued_runs(engine):
+            self.submit(Submitted(run.run_pk, run.run_id, run.pending))
+            resumed.append(run.run_id)
+        return resumed
 
     def _classify_after(self, run_pk: int, ingest_ids: list[str]) -> Any:
         failed = [i for i in ingest_ids if self.jobs[i].status != JobStatus.FINISHED]

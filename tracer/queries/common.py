@@ -87,7 +87,12 @@ def run_header(row: Any) -> dict[str, Any]:
 def load_run(
     conn: Connection, run_id: str, classified: bool = True, summary: bool = False
 ) -> RunInfo:
-    """The run as queries need it; its totals and gap cells (kilobytes of JSON) on request."""
+    """The run as queries need it; its totals and gap cells (kilobytes of JSON) on request.
+
+    Answers come from the run's published classification (docs/semantics.md#publishing):
+    a re-ingest in progress, or one that failed, leaves the last one readable, and the
+    run's `status` (of the latest attempt) next to `classified_at` says so.
+    """
     row = conn.execute(
         select(*run_columns(summary), pipelines.c.name.label("pipeline_name"))
         .join(pipelines, pipelines.c.id == runs.c.pipeline_id)
@@ -95,7 +100,7 @@ def load_run(
     ).first()
     if row is None:
         raise NotFoundError(f"run {run_id!r} not found")
-    if classified and row.status != RunStatus.CLASSIFIED:
+    if classified and row.classified_at is None:
         raise TracerError(f"run {run_id!r} is {row.status}, not classified yet")
     return run_info(row)
 

@@ -8,7 +8,9 @@ import yaml
 from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from sqlalchemy import Connection
 
+from api.lineage import CSV, csv_response
 from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
@@ -18,6 +20,7 @@ from tracer.manifest import ManifestSpec, parse_manifest
 from tracer.model import RunStatus
 from tracer.pipelines import pipeline_lookup
 from tracer.queries.catalog import list_runs, run_detail
+from tracer.queries.pages import MAX_PAGE
 from tracer.store import delete_run, submit_run
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Pipeline runs")
@@ -55,13 +58,24 @@ def _manifest_body() -> Any:
 class Runs(MethodView):
     @blp.arguments(RunListArgsSchema, location="query")
     @blp.response(200, RunListSchema)
-    def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """List runs, newest first (filter by pipeline, label, status), keyset pages."""
-        with connection() as conn:
-            page = list_runs(
-                conn, args.get("pipeline"), args.get("label"), args.get("status"),
-                args["limit"], args.get("next"),
+    @blp.alt_response(200, success=True, **CSV)
+    def get(self, args: dict[str, Any]) -> Any:
+        """List runs with their headline figures (entered, targeted, traced, gaps, keys per
+        anomaly outcome, failed conditions), newest first or `sort=distance` (furthest from
+        reconciling first); filter by pipeline, label, status, reconciles, since, until."""
+
+        def fetch(conn: Connection, token: str | None, limit: int = MAX_PAGE) -> dict[str, Any]:
+            return list_runs(
+                conn, args.get("pipeline"), args.get("label"), args.get("status"), limit, token,
+                args.get("reconciles"), args.get("since"), args.get("until"), args["sort"],
             )  # fmt: skip
+
+        if args["format"] == "csv":
+            with connection() as conn:  # a bad filter fails as JSON before streaming
+                fetch(conn, None, 1)
+            return csv_response("runs", [], fetch, "runs")
+        with connection() as conn:
+            page = fetch(conn, args.get("next"), args["limit"])
         return with_next_url(page)
 
     @blp.doc(requestBody=MANIFEST_BODY)

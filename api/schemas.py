@@ -12,7 +12,7 @@ from enum import StrEnum
 from marshmallow import Schema, fields, validate
 
 from tracer.model import DatasetRole, DatasetStatus, RunStatus
-from tracer.outcomes import Outcome
+from tracer.outcomes import Final, Outcome
 from tracer.queries.pages import MAX_LIMIT, MAX_PAGE
 
 
@@ -85,6 +85,21 @@ class TotalsSchema(_Strict):
     reporting_gap = fields.Integer(required=True)
     null_key_rows = fields.Integer(required=True)
     reconciles = fields.Boolean(required=True)
+    failed_conditions = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "Why `reconciles` is false, e.g. `3 orphaned keys`; empty if true"
+        },
+    )
+
+
+class CauseSchema(_Strict):
+    """A cause of a gap cell's keys: the (stage, outcome) that put them there."""
+
+    stage = fields.String(allow_none=True, required=True)
+    outcome = fields.String(allow_none=True, required=True)
+    keys = fields.Integer(required=True)
 
 
 class GapCellSchema(_Strict):
@@ -95,6 +110,11 @@ class GapCellSchema(_Strict):
     keys = fields.Integer(required=True)
     contribution = fields.Integer(required=True)
     sample = fields.List(Key, required=True)
+    causes = fields.List(
+        fields.Nested(CauseSchema),
+        required=True,
+        metadata={"description": "The cell split by cause (docs/semantics.md#causes); sums to it"},
+    )
 
 
 class RowsSchema(_Strict):
@@ -139,12 +159,27 @@ class StageSummarySchema(_Strict):
     flags = fields.Nested(FlagsSchema, required=True)
 
 
+class RerunSchema(_Strict):
+    """What a rerun changed, and how to see which clients."""
+
+    of = fields.String(required=True, metadata={"description": "The run it repeats"})
+    changed_keys = fields.Integer(
+        allow_none=True,
+        required=True,
+        metadata={"description": "Keys whose final outcome differs (null: cannot compare)"},
+    )
+    command = fields.String(required=True)
+    url = fields.String(required=True)
+    note = fields.String(allow_none=True, required=True)
+
+
 class ReconciliationSchema(_Strict):
     run = fields.Nested(RunSchema, required=True)
     totals = fields.Nested(TotalsSchema, required=True)
     gap_cells = fields.List(fields.Nested(GapCellSchema), required=True)
     reporting_gap_cells = fields.List(fields.Nested(GapCellSchema), required=True)
     stages = fields.List(fields.Nested(StageSummarySchema), required=True)
+    rerun = fields.Nested(RerunSchema, allow_none=True, required=True)
 
 
 class ReasonSchema(_Strict):
@@ -174,46 +209,86 @@ class JourneySchema(_Strict):
     run = fields.Nested(RunSchema, required=True)
     key = Key
     final_outcome = fields.String(required=True)
+    summary = fields.String(
+        required=True,
+        metadata={
+            "example": "left at exclusions: credit_default, logged in trace_main, "
+            "visible in reporting"
+        },
+    )
     entered = fields.Boolean(required=True)
     traced = fields.Boolean(required=True)
     stages = fields.List(fields.Nested(JourneyStageSchema), required=True)
     anomalies = fields.List(fields.Nested(AnomalyMetSchema), required=True)
 
 
+class StageOutcomeSchema(_Strict):
+    stage = fields.String(required=True)
+    outcome = fields.String(required=True)
+
+
 class HistoryItemSchema(_Strict):
     run = fields.Nested(RunSchema, required=True)
     key = Key
     final_outcome = fields.String(required=True)
+    left_at = fields.Nested(
+        StageOutcomeSchema,
+        allow_none=True,
+        required=True,
+        metadata={"description": "The stage where the client left and its outcome there"},
+    )
 
 
 class HistoryPageSchema(PageSchema):
     items = fields.List(fields.Nested(HistoryItemSchema), required=True)
 
 
+JourneyUrl = fields.String(
+    required=True, metadata={"description": "The client's journey in this run"}
+)
+
+
 class AnomalySchema(_Strict):
     stage = fields.String(required=True)
     key = Key
+    outcome = fields.String(required=True, metadata={"description": "The outcome at the stage"})
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
     rows_dropped = fields.Integer(required=True)
     extra_rows = fields.Integer(required=True)
+    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
+    final_outcome = fields.String(required=True)
+    journey_url = JourneyUrl
 
 
 class AnomalyPageSchema(PageSchema):
     run = fields.Nested(RunSchema, required=True)
     outcome = fields.String(required=True)
     stage = fields.String(allow_none=True, required=True)
+    total = fields.Integer(required=True, metadata={"description": "Items of the whole list"})
     items = fields.List(fields.Nested(AnomalySchema), required=True)
 
 
 class GapKeySchema(_Strict):
     key = Key
+    stage = fields.String(
+        allow_none=True, required=True, metadata={"description": "The cause's stage"}
+    )
+    outcome = fields.String(
+        allow_none=True, required=True, metadata={"description": "The key's outcome there"}
+    )
+    reasons = fields.List(fields.Nested(ReasonSchema), required=True)
+    final_outcome = fields.String(required=True)
+    journey_url = JourneyUrl
 
 
 class GapKeysPageSchema(PageSchema):
     run = fields.Nested(RunSchema, required=True)
     cell = fields.String(required=True)
     reporting = fields.Boolean(required=True)
+    stage = fields.String(allow_none=True, required=True)
+    outcome = fields.String(allow_none=True, required=True)
+    total = fields.Integer(required=True, metadata={"description": "Keys of the whole list"})
     items = fields.List(fields.Nested(GapKeySchema), required=True)
 
 
@@ -227,21 +302,36 @@ class AnomalyArgsSchema(PageArgsSchema):
     format = fields.String(
         load_default="json",
         validate=validate.OneOf(["json", "csv"]),
-        metadata={"description": "csv streams the whole list, every page"},
+        metadata={"description": "csv streams the whole list, every page, with a header row"},
     )
+
+
+CsvFormat = fields.String(
+    load_default="json",
+    validate=validate.OneOf(["json", "csv"]),
+    metadata={"description": "csv streams the whole list, every page, with a header row"},
+)
 
 
 class GapKeysArgsSchema(PageArgsSchema):
     reporting = fields.Boolean(
         load_default=False, metadata={"description": "The reporting gap's cells"}
     )
+    stage = fields.String(metadata={"description": "Only the keys whose cause is at this stage"})
+    outcome = fields.String(
+        validate=validate.OneOf([o.label for o in Outcome]),
+        metadata={"description": "Only the keys whose cause has this outcome"},
+    )
+    format = CsvFormat
 
 
 class KeyArgsSchema(Schema):
     key = fields.List(
         fields.String(),
-        required=True,
-        metadata={"description": "Key values in key-column order; repeat for composite keys"},
+        metadata={
+            "description": "Key values in key-column order; repeat for composite keys. "
+            "Or give each key column by name instead: `?branch=LIS&client_no=42`"
+        },
     )
 
 
@@ -253,10 +343,122 @@ class RunListArgsSchema(ListArgsSchema):
     pipeline = fields.String()
     label = fields.String()
     status = fields.String(validate=one_of(RunStatus))
+    reconciles = fields.Boolean(metadata={"description": "false: only the runs that do not"})
+    since = fields.String(metadata={"description": "Created at or after (ISO date or time)"})
+    until = fields.String(metadata={"description": "Created before (ISO date or time)"})
+    sort = fields.String(
+        load_default="newest",
+        validate=validate.OneOf(["newest", "distance"]),
+        metadata={"description": "distance: furthest from reconciling first"},
+    )
+    format = CsvFormat
+
+
+class FiguresSchema(_Strict):
+    """A run's headline figures: how far it is from reconciling, and why."""
+
+    entered = fields.Integer(required=True)
+    targeted = fields.Integer(required=True)
+    traced = fields.Integer(required=True)
+    traced_reported = fields.Integer(required=True)
+    gap = fields.Integer(required=True)
+    reporting_gap = fields.Integer(required=True)
+    null_key_rows = fields.Integer(required=True)
+    anomalies = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "Keys per outcome that stops a run reconciling"},
+    )
+    reconciles = fields.Boolean(required=True)
+    failed_conditions = fields.List(fields.String(), required=True)
+    distance = fields.Integer(
+        required=True,
+        metadata={
+            "description": "|gap| + |reporting gap| + null-key rows + anomaly keys; 0 if it "
+            "reconciles"
+        },
+    )
+
+
+class RunSurveySchema(RunSchema):
+    figures = fields.Nested(FiguresSchema, allow_none=True, required=True)
 
 
 class RunListSchema(PageSchema):
-    items = fields.List(fields.Nested(RunSchema), required=True)
+    items = fields.List(fields.Nested(RunSurveySchema), required=True)
+
+
+class CompareCellSchema(_Strict):
+    a = fields.String(required=True)
+    b = fields.String(required=True)
+    keys = fields.Integer(required=True)
+
+
+class CountsSchema(_Strict):
+    a = fields.Integer(required=True)
+    b = fields.Integer(required=True)
+    delta = fields.Integer(required=True)
+
+
+class CompareStageSchema(_Strict):
+    stage = fields.String(required=True)
+    outcomes = fields.Dict(keys=fields.String(), values=fields.Nested(CountsSchema), required=True)
+
+
+class StageKeysSchema(_Strict):
+    stage = fields.String(required=True)
+    keys = fields.Integer(required=True)
+
+
+class ComparisonSchema(_Strict):
+    run_a = fields.String(required=True)
+    run_b = fields.String(required=True)
+    changed_keys = fields.Integer(required=True)
+    matrix = fields.List(fields.Nested(CompareCellSchema), required=True)
+    stages = fields.List(fields.Nested(CompareStageSchema), required=True)
+    first_differences = fields.List(fields.Nested(StageKeysSchema), required=True)
+
+
+class DifferenceSchema(_Strict):
+    stage = fields.String(required=True)
+    a = fields.String(required=True)
+    b = fields.String(required=True)
+
+
+class JourneyUrlsSchema(_Strict):
+    a = fields.String(allow_none=True, required=True)
+    b = fields.String(allow_none=True, required=True)
+
+
+class CompareKeySchema(_Strict):
+    key = Key
+    a = fields.String(required=True)
+    b = fields.String(required=True)
+    first_difference = fields.Nested(DifferenceSchema, allow_none=True, required=True)
+    journey_urls = fields.Nested(JourneyUrlsSchema, required=True)
+
+
+class CompareKeysPageSchema(PageSchema):
+    run_a = fields.String(required=True)
+    run_b = fields.String(required=True)
+    a = fields.String(required=True)
+    b = fields.String(required=True)
+    total = fields.Integer(required=True, metadata={"description": "Keys of the cell"})
+    items = fields.List(fields.Nested(CompareKeySchema), required=True)
+
+
+Outcomes = validate.OneOf([*(f.label for f in Final), "absent"])
+
+
+class CompareKeysArgsSchema(PageArgsSchema):
+    a = fields.String(
+        required=True, validate=Outcomes, metadata={"description": "Final outcome in run A"}
+    )
+    b = fields.String(
+        required=True, validate=Outcomes, metadata={"description": "Final outcome in run B"}
+    )
+    format = CsvFormat
 
 
 class DatasetStatusSchema(_Strict):

@@ -70,24 +70,45 @@ def test_post_then_every_answer(posted: tuple[CheckedClient, str], engine: Any) 
     assert one["final_outcome"] == "dropped" and one["key"] == {"client_id": 18}
 
     # One shape for a run and a key in every answer.
-    history = client.get("/api/v1/history/22").get_json()
+    history = client.get("/api/v1/history/22?pipeline=p-api-run").get_json()
     assert [(h["run"], h["key"], h["final_outcome"]) for h in history["items"]] == [
         (_run(detail), {"client_id": 22}, "orphaned")
     ]
     assert history["next"] is None and history["next_url"] is None
-    assert client.get("/api/v1/history?key=22").get_json() == history
+    assert client.get("/api/v1/history?key=22&pipeline=p-api-run").get_json() == history
 
     lost = client.get(f"/api/v1/runs/{run}/gap_cells/lost/keys?limit=2").get_json()
-    assert lost["items"] == [{"key": {"client_id": 21}}, {"key": {"client_id": 22}}]
-    assert lost["run"] == _run(detail)
+    # Each key explains itself: its cause, the reasons there, its final outcome, its journey.
+    assert lost["items"] == [
+        {
+            "key": {"client_id": i},
+            "stage": "b",
+            "outcome": "orphaned",
+            "reasons": [],
+            "final_outcome": "orphaned",
+            "journey_url": f"http://localhost/api/v1/runs/{run}/journeys/{i}",
+        }
+        for i in (21, 22)
+    ]
+    assert lost["run"] == _run(detail) and lost["total"] == 5
     rest = client.get(lost["next_url"].removeprefix("http://localhost")).get_json()
-    assert rest["items"][0] == {"key": {"client_id": 23}}
+    assert rest["items"][0]["key"] == {"client_id": 23}
+    followed = client.get(rest["items"][0]["journey_url"].removeprefix("http://localhost"))
+    assert followed.get_json()["final_outcome"] == "orphaned"
 
-    pipelines = client.get("/api/v1/pipelines").get_json()["items"]
-    assert {"name": "p-api-run", "runs": 1}.items() <= pipelines[0].items()
+    pipelines = client.get("/api/v1/pipelines?limit=500").get_json()["items"]
+    mine = next(p for p in pipelines if p["name"] == "p-api-run")
+    assert {"name": "p-api-run", "runs": 1}.items() <= mine.items()
 
     listed = client.get("/api/v1/runs?status=classified&pipeline=p-api-run").get_json()
-    assert listed["items"] == [_run(detail)] and listed["next"] is None
+    assert [{k: v for k, v in r.items() if k != "figures"} for r in listed["items"]] == [
+        _run(detail)
+    ]
+    assert listed["next"] is None
+    figures = listed["items"][0]["figures"]
+    assert figures["anomalies"]["orphaned"] == 5 and figures["gap"] == 5
+    assert figures["failed_conditions"] == ["5 orphaned keys", "gap 5", "reporting gap 5"]
+    assert figures["distance"] == 5 + 5 + 5
 
 
 def _run(detail: dict[str, Any]) -> dict[str, Any]:
@@ -132,8 +153,12 @@ def test_anomalies_paginate_and_stream_as_csv(posted: tuple[CheckedClient, str])
     response = client.get(f"/api/v1/runs/{run}/anomalies?outcome=dropped&format=csv")
     assert response.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True))))
-    assert rows[0] == ["stage", "client_id", "rows_in", "rows_out", "rows_dropped", "extra_rows"]
+    assert rows[0] == [
+        "stage", "client_id", "rows_in", "rows_out", "rows_dropped", "extra_rows", "outcome",
+        "final_outcome", "reasons",
+    ]  # fmt: skip
     assert sorted(int(r[1]) for r in rows[1:]) == [16, 17, 18, 19, 20]
+    assert rows[1][-3:] == ["dropped", "dropped", "t: excluded (1 row, reported)"]
 
 
 def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
@@ -146,7 +171,12 @@ def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=passed", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=orphaned&next=%%%", 400),
         ("GET", "/api/v1/jobs/no-such-job", 404),
-        ("GET", f"/api/v1/runs/{run}/compare/{run}", 501),
+        ("GET", f"/api/v1/runs/{run}/compare/nope", 404),
+        ("GET", f"/api/v1/runs/{run}/compare/{run}/keys?a=vanished&b=targeted", 422),
+        ("GET", f"/api/v1/runs/{run}/gap_cells/nowhere/keys", 400),
+        ("GET", f"/api/v1/runs/{run}/journeys?client=18", 400),
+        ("GET", "/api/v1/runs?since=yesterday", 400),
+        ("GET", "/api/v1/pipelines/nope/runs/latest", 404),
     ]
     for method, url, status in cases:
         response = client.request(method, url)
@@ -203,7 +233,8 @@ def test_job_status_and_a_failed_job(app: Any, data_root: Path, engine: Any, run
     assert sorted(s["status"] for s in statuses) == ["failed", "finished"]
     failed = next(s for s in statuses if s["status"] == "failed")
     assert "'nowhere'" in failed["error"]
-    assert client.get(f"/api/v1/jobs/{jobs['classify']}").get_json()["status"] == "deferred"
+    # The failed dataset cancels the classification instead of leaving it waiting forever.
+    assert client.get(f"/api/v1/jobs/{jobs['classify']}").get_json()["status"] == "canceled"
     detail = client.get("/api/v1/runs/api-fails").get_json()
     assert detail["status"] == "failed" and "'nowhere'" in detail["error"]
     assert {d["name"]: d["status"] for d in detail["datasets"]} == {"a": "ingested", "t": "failed"}

@@ -51,7 +51,8 @@ def test_ingest_then_report_json_shape(cli: Any, manifest: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(cli("reconciliation", "cli-run", "--json").stdout)
     assert json.loads(result.stdout) == data  # ingest answers with the run's report
-    assert set(data) == {"run", "totals", "gap_cells", "reporting_gap_cells", "stages"}
+    assert set(data) == {"run", "totals", "gap_cells", "reporting_gap_cells", "stages", "rerun"}
+    assert data["rerun"] is None  # not a rerun
     assert set(data["totals"]) >= TOTALS
     assert [s["stage"] for s in data["stages"]] == ["a", "b"]
     for stage in data["stages"]:
@@ -66,8 +67,13 @@ def test_ingest_then_report_json_shape(cli: Any, manifest: Path) -> None:
     b = data["stages"][1]
     assert (b["outcomes"]["dropped_unreported"], b["outcomes"]["orphaned"]) == (1, 1)
     for cell in data["gap_cells"] + data["reporting_gap_cells"]:
-        assert {"entered", "targeted", "traced", "keys", "contribution"} <= set(cell)
+        assert {"entered", "targeted", "traced", "keys", "contribution", "causes"} <= set(cell)
     assert data["totals"]["gap"] == 1 and data["totals"]["reporting_gap"] == 2
+    assert data["totals"]["failed_conditions"] == [
+        "1 dropped_unreported keys", "1 orphaned keys", "gap 1", "reporting gap 2"
+    ] or data["totals"]["failed_conditions"] == [
+        "1 orphaned keys", "1 dropped_unreported keys", "gap 1", "reporting gap 2"
+    ]  # fmt: skip
 
 
 def test_where_json_shape(cli: Any, manifest: Path) -> None:
@@ -75,6 +81,7 @@ def test_where_json_shape(cli: Any, manifest: Path) -> None:
     data = json.loads(cli("journey", "cli-run", "3", "--json").stdout)
     assert {"run", "key", "final_outcome", "stages"} <= set(data)
     assert data["key"] == {"client_id": 3} and data["final_outcome"] == "dropped_unreported"
+    assert data["summary"] == "left at b: opted_out, logged in t, not visible in reporting"
     b = data["stages"][1]
     assert {"stage", "outcome", "rows_in", "rows_out", "reasons"} <= set(b)
     assert b["reasons"] == [{"source": "t", "reason": "opted_out", "rows": 1, "reported": False}]
@@ -107,9 +114,22 @@ def test_human_tables(cli: Any, manifest: Path) -> None:
 
     lost = cli("gap-keys", "cli-run", "lost", "--reporting", "--json")
     items = json.loads(lost.stdout)["items"]
-    assert items == [{"key": {"client_id": 3}}, {"key": {"client_id": 4}}]
-    lost_text = cli("gap-keys", "cli-run", "lost", "--reporting")
-    assert lost_text.stdout.splitlines() == ["3", "4"]
+    assert [(i["key"], i["stage"], i["outcome"]) for i in items] == [
+        ({"client_id": 3}, "b", "dropped_unreported"),
+        ({"client_id": 4}, "b", "orphaned"),
+    ]
+    assert cli("gap-keys", "cli-run", "lost", "--reporting", "--keys").stdout.splitlines() == [
+        "3",
+        "4",
+    ]
+    table = cli("gap-keys", "cli-run", "lost", "--reporting").stdout
+    assert_line(table, "3", "dropped_unreported at b", "dropped_unreported", "opted_out (t,")
+    assert_line(table, "4", "orphaned at b", "orphaned")
+    only = json.loads(cli("gap-keys", "cli-run", "lost", "--reporting", "--outcome", "orphaned",
+                          "--json").stdout)  # fmt: skip
+    assert [i["key"] for i in only["items"]] == [{"client_id": 4}] and only["total"] == 1
+    csv_text = cli("gap-keys", "cli-run", "lost", "--reporting", "--csv").stdout
+    assert csv_text.splitlines()[0] == "client_id,stage,outcome,final_outcome,reasons"
 
 
 def test_errors_exit_2_with_a_message(cli: Any, manifest: Path, tmp_path: Path) -> None:

@@ -72,7 +72,43 @@ def test_gap_cells_sum_to_the_gap_with_the_keys_behind_them(build: RunBuilder) -
     assert reporting["lost"]["keys"] == 2
     with build.engine.connect() as conn:
         lost = gap_keys(conn, run, "lost", reporting=True)
-    assert lost["items"] == [{"key": {"client_id": 7}}, {"key": {"client_id": 8}}]
+    # Each key says why it is there: its cause, the reasons logged there, its final outcome.
+    assert lost["items"] == [
+        {
+            "key": {"client_id": 7},
+            "stage": "b",
+            "outcome": "dropped_unreported",
+            "reasons": [{"source": "ops", "reason": "blocked", "rows": 1, "reported": False}],
+            "final_outcome": "dropped_unreported",
+        },
+        {
+            "key": {"client_id": 8},
+            "stage": "b",
+            "outcome": "orphaned",
+            "reasons": [],
+            "final_outcome": "orphaned",
+        },
+    ]
+    assert lost["total"] == 2
+
+
+def test_every_gap_cell_is_split_by_cause(build: RunBuilder) -> None:
+    """docs/semantics.md#causes: each key of a cell has one (stage, outcome); they sum to it."""
+    report = build.report(gap_run(build))
+    causes = {c["cell"]: c["causes"] for c in report["gap_cells"]}
+    assert causes == {
+        "lost": [{"stage": "b", "outcome": "orphaned", "keys": 1}],
+        "counted_twice": [{"stage": "b", "outcome": "conflict", "keys": 1}],
+        "targeted_without_entering": [{"stage": "b", "outcome": "appeared", "keys": 1}],
+        "traced_without_entering": [{"stage": "b", "outcome": "phantom_drop", "keys": 1}],
+    }
+    reporting = {c["cell"]: c["causes"] for c in report["reporting_gap_cells"]}
+    assert reporting["lost"] == [
+        {"stage": "b", "outcome": "dropped_unreported", "keys": 1},
+        {"stage": "b", "outcome": "orphaned", "keys": 1},
+    ]
+    for cell in report["gap_cells"] + report["reporting_gap_cells"]:
+        assert sum(c["keys"] for c in cell["causes"]) == cell["keys"]
 
 
 def test_a_clean_run_reconciles(build: RunBuilder) -> None:

@@ -193,6 +193,9 @@ def assert_report(text: str, data: dict[str, Any]) -> None:
     for name, value in totals.items():
         if name == "reconciles":
             assert_line(text, "reconciles", "yes" if value else "NO")
+        elif name == "failed_conditions":  # why not, each condition whole
+            for condition in value:
+                assert_words(text, condition)
         else:  # every total of the JSON, on the line of its label
             assert_line(text, labels[name], render.figure(value))
     before, _, reporting = text.partition("why the reporting gap is")
@@ -209,6 +212,12 @@ def assert_report(text: str, data: dict[str, Any]) -> None:
             if not re.search(r"^cell\s+entered", part, re.M):
                 flags = []
             assert_line(part, c["cell"], *flags, *figures)
+            per_key = c["contribution"] // c["keys"]
+            for cause in c["causes"]:  # the cell split by cause, each figure whole
+                keys, moved = cause["keys"], per_key * cause["keys"]
+                assert_line(
+                    part, render.cause_text(cause), render.figure(keys), render.figure(moved, True)
+                )
 
 
 def assert_words(text: str, phrase: str) -> None:
@@ -306,11 +315,24 @@ def test_anomalies_show_every_figure_whole(
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-def test_gap_cell_keys_one_per_line(invoke: Any, big_run: str, width: int | None) -> None:
+def test_gap_cell_keys_explain_themselves(invoke: Any, big_run: str, width: int | None) -> None:
     args = ("gap-keys", big_run, "targeted_without_entering")
     data = json.loads(invoke(width, *args, "--json"))
     keys = [render.key_text(item["key"]) for item in data["items"]]
-    assert len(keys) == 50 and invoke(width, *args).splitlines() == keys
+    assert len(keys) == 50 and invoke(width, *args, "--keys").splitlines() == keys
+    text = invoke(width, *args)
+    assert_fits(text, width)
+    for item in data["items"]:
+        assert_line(text, render.key_text(item["key"]), render.cause_text(item), "targeted")
+    # Lost in reporting: dropped with a reason reporting never shows, and the reason is there.
+    args = ("gap-keys", big_run, "lost", "--reporting", "--limit", "5")
+    data = json.loads(invoke(width, *args, "--json"))
+    text = invoke(width, *args)
+    assert_fits(text, width)
+    assert_words(text, f"{render.figure(data['total'])} keys")
+    for item in data["items"]:
+        assert_line(text, render.key_text(item["key"]), render.cause_text(item))
+        assert_words(text, render.reasons_text(item["reasons"]))
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -80,9 +80,18 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
         try:
             _classify(duck, pipeline, files)
             tables = create_loading_tables(conn, run_pk)
-            _copy(conn, tables["key_outcomes"], duck, _key_outcomes_select(pipeline, run_pk))
+            _copy(
+                conn,
+                f"{tables['key_outcomes']} ({', '.join(_KEY_OUTCOME_COLUMNS)})",
+                duck,
+                _key_outcomes_select(pipeline, run_pk),
+            )
             _copy(conn, tables["anomalies"], duck, _anomalies_select(pipeline, run_pk))
             _copy(conn, tables["key_reasons"], duck, _reasons_select(run_pk, files))
+            # Statistics now, not when autovacuum gets to it: the first questions asked of
+            # a fresh run (gap-cell and comparison pages) are planned with them.
+            for name in (tables["key_outcomes"], tables["anomalies"]):
+                conn.execute(text(f"ANALYZE {name}"))
             summaries = _stage_summaries(conn, duck, run_pk, pipeline)
             totals, cells = run_totals(duck, summaries)
         finally:
@@ -160,7 +169,9 @@ def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFi
     _step(duck, "key_stage_outcomes", "key_inputs", [
         f"{_outcome_expr(s)} AS {_columns(s.index)['outcome']}" for s in pipeline.stages
     ])  # fmt: skip
-    _step(duck, "key_finals", "key_stage_outcomes", _final_columns(pipeline))
+    _step(duck, "key_finals", "key_stage_outcomes", [
+        *_final_columns(pipeline), *_cause_columns(pipeline, False), *_cause_columns(pipeline, True)
+    ])  # fmt: skip
 
 
 def _step(duck: duckdb.DuckDBPyConnection, table: str, source: str, columns: list[str]) -> None:
@@ -227,6 +238,35 @@ def _final_columns(pipeline: Pipeline) -> list[str]:
         f"({finals}) AS targeted",
         f"({traced}) > 0 AS traced",
         f"({reported}) > 0 AS traced_reported",
+    ]
+
+
+def _cause_columns(pipeline: Pipeline, reporting: bool) -> list[str]:
+    """Each key's cause in its gap cell (docs/semantics.md#causes): a stage index and the
+    outcome there, NULL in the `targeted` cell. Refers to the final columns by their aliases.
+
+    Entered and not targeted: where the key left (the stage of its final outcome). Targeted
+    and traced: the first stage a traceability row (a reported one, for the reporting gap)
+    is attributed to. Not entered: the first stage where the key has an outcome.
+    """
+    columns = [_columns(s.index) for s in pipeline.stages]
+
+    def first(condition: str, order: list[int]) -> str:
+        whens = " ".join(f"WHEN {condition.format(**columns[i])} THEN {i}" for i in order)
+        return f"CASE {whens} END"
+
+    forward = list(range(len(columns)))
+    left = first("{in} >= 1 AND {out} = 0", forward[::-1])
+    logged = first("{drop_rep} > 0" if reporting else "{drop} > 0", forward)
+    shown = first("{outcome} <> 0", forward)
+    traced = "traced_reported" if reporting else "traced"
+    prefix = "reporting_" if reporting else ""
+    outcomes = ", ".join(c["outcome"] for c in columns)
+    return [
+        f"CASE WHEN entered AND NOT targeted THEN {left} "
+        f"WHEN entered AND {traced} THEN {logged} WHEN NOT entered THEN {shown} END "
+        f"AS {prefix}cause_stage",
+        f"[{outcomes}][{prefix}cause_stage + 1] AS {prefix}cause_outcome",
     ]
 
 
@@ -316,16 +356,31 @@ def _final_of(outcome: str) -> str:
     )
 
 
+_CAUSES = ("cause_stage", "cause_outcome", "reporting_cause_stage", "reporting_cause_outcome")
+_KEY_OUTCOME_COLUMNS = (
+    "run_pk", "key", "final", "entered", "targeted", "traced", "traced_reported", "stages",
+    "codes", *_CAUSES,
+)  # fmt: skip
+"""The columns `_key_outcomes_select` gives, in its order: COPY names them, so a column
+another migration adds to the table cannot shift them."""
+
+
 def _key_outcomes_select(pipeline: Pipeline, run_pk: int) -> str:
-    """One row per key; its stages encoded as tracer.outcomes.parse_stage_cells reads them."""
+    """One row per key; its stages encoded as tracer.outcomes.parse_stage_cells reads them,
+    their outcome codes once more as one letter each (`codes`), its gap causes."""
     cells = [
         f"CASE WHEN {c['outcome']} = 0 THEN '' ELSE concat_ws(',', {c['outcome']}, {c['in']}, "
         f"{c['out']}, {c['drop_rep']}, {c['drop_ops']}, ({c['out']} > {c['grains']})::INTEGER) END"
         for c in (_columns(s.index) for s in pipeline.stages)
     ]
+    codes = (
+        "concat("
+        + ", ".join(f"chr(64 + {_columns(s.index)['outcome']})" for s in pipeline.stages)
+        + ")"
+    )
     return f"""
 SELECT {int(run_pk)} AS run_pk, key, final, entered, targeted, traced, traced_reported,
-       concat_ws(';', {", ".join(cells)}) AS stages
+       concat_ws(';', {", ".join(cells)}) AS stages, {codes} AS codes, {", ".join(_CAUSES)}
 FROM key_finals
 """
 
@@ -350,9 +405,13 @@ def _reasons_select(run_pk: int, files: _RunFiles) -> str:
 
 
 def _copy(conn: Connection, table: str, duck: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Stream a DuckDB result into a Postgres table with COPY (CSV, written by Arrow in C++)."""
+    """Stream a DuckDB result into a Postgres table with COPY (CSV, written by Arrow in C++).
+
+    FREEZE: the table was made in this transaction, so its rows are written frozen and its
+    pages all-visible; index-only scans (a comparison's join) need no vacuum first.
+    """
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv)") as copy:
+    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv, FREEZE)") as copy:
         for chunk in _csv_chunks(duck.sql(query).to_arrow_reader(_BATCH)):
             copy.write(chunk)
 

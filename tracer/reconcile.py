@@ -12,7 +12,7 @@ import duckdb
 from sqlalchemy import Connection, select
 
 from tracer.model import DatasetRole, Pipeline
-from tracer.outcomes import RUN_BREAKERS, Final
+from tracer.outcomes import RUN_BREAKERS, Final, Outcome
 from tracer.tables import datasets
 
 SAMPLE_KEYS = 10
@@ -91,7 +91,8 @@ def run_totals(
     cells = [
         Cell(*row)
         for row in duck.execute(
-            "SELECT entered, targeted, traced, traced_reported, final, count(*) "
+            "SELECT entered, targeted, traced, traced_reported, final, cause_stage, "
+            "cause_outcome, reporting_cause_stage, reporting_cause_outcome, count(*) "
             "FROM key_finals GROUP BY ALL"
         ).fetchall()
     ]
@@ -129,41 +130,74 @@ def run_totals(
         "null_key_rows": null_rows,
         "reconciles": breakers == 0 and null_rows == 0 and gap == 0 and reporting_gap == 0,
     }
+    stages = [s["stage"] for s in sorted(summaries, key=lambda s: s["stage_index"])]
     explained = {
-        "gap_cells": _cells(duck, cells, "traced"),
-        "reporting_gap_cells": _cells(duck, cells, "traced_reported"),
+        "gap_cells": _cells(duck, cells, stages, reporting=False),
+        "reporting_gap_cells": _cells(duck, cells, stages, reporting=True),
     }
     return totals, explained
 
 
 class Cell(NamedTuple):
+    """Keys of one (entered, targeted, traced, traced_reported, final, causes) combination."""
+
     entered: bool
     targeted: bool
     traced: bool
     traced_reported: bool
     final: int
+    cause_stage: int | None
+    cause_outcome: int | None
+    reporting_cause_stage: int | None
+    reporting_cause_outcome: int | None
     n: int
 
+    def of(self, reporting: bool) -> tuple[tuple[bool, bool, bool], tuple[int | None, int | None]]:
+        """The key's gap cell and cause, for the gap or the reporting gap."""
+        if reporting:
+            cell = (self.entered, self.targeted, self.traced_reported)
+            return cell, (self.reporting_cause_stage, self.reporting_cause_outcome)
+        return (self.entered, self.targeted, self.traced), (self.cause_stage, self.cause_outcome)
 
-def _cells(duck: duckdb.DuckDBPyConnection, cells: list[Cell], traced: str) -> list[dict[str, Any]]:
-    """Keys split by (entered, targeted, traced); only cells that move the gap are listed."""
-    by_cell: dict[tuple[bool, bool, bool], int] = {}
+
+def contribution(entered: bool, targeted: bool, traced: bool) -> int:
+    """What one key of the cell adds to the gap (docs/semantics.md#gap-cells)."""
+    return int(entered) - int(targeted) - int(traced)
+
+
+def _cells(
+    duck: duckdb.DuckDBPyConnection, cells: list[Cell], stages: list[str], reporting: bool
+) -> list[dict[str, Any]]:
+    """Every non-empty (entered, targeted, traced) cell, split by cause; a sample of the
+    cells that move the gap.
+
+    Stored with the run; the reconciliation shows the cells that move the gap, and the
+    others give the totals of their pages.
+    """
+    by_cell: dict[tuple[bool, bool, bool], dict[tuple[int, int], int]] = {}
     for c in cells:
-        cell = (c.entered, c.targeted, getattr(c, traced))
-        by_cell[cell] = by_cell.get(cell, 0) + c.n
+        cell, cause = c.of(reporting)
+        causes = by_cell.setdefault(cell, {})
+        # No cause (the `targeted` cell) sorts after every stage.
+        rank = (-1, -1) if cause[0] is None else (int(cause[0]), int(cause[1] or 0))
+        causes[rank] = causes.get(rank, 0) + c.n
+    traced = "traced_reported" if reporting else "traced"
     out = []
-    for (e, t, r), n in sorted(by_cell.items(), reverse=True):
-        per_key = int(e) - int(t) - int(r)
-        if per_key == 0 or n == 0:
-            continue
-        sample = [
-            row[0]
-            for row in duck.execute(
-                f"SELECT key FROM key_finals WHERE entered = ? AND targeted = ? AND {traced} = ? "
-                f"ORDER BY key LIMIT {SAMPLE_KEYS}",
-                [e, t, r],
-            ).fetchall()
-        ]
+    for (e, t, r), causes in sorted(by_cell.items(), reverse=True):
+        n = sum(causes.values())
+        # Only a cell the reconciliation shows gets a sample (a scan of the run's keys each).
+        sample = (
+            [
+                row[0]
+                for row in duck.execute(
+                    f"SELECT key FROM key_finals WHERE entered = ? AND targeted = ? "
+                    f"AND {traced} = ? ORDER BY key LIMIT {SAMPLE_KEYS}",
+                    [e, t, r],
+                ).fetchall()
+            ]
+            if contribution(e, t, r)
+            else []
+        )
         out.append(
             {
                 "cell": CELL_NAMES[(e, t, r)],
@@ -171,8 +205,36 @@ def _cells(duck: duckdb.DuckDBPyConnection, cells: list[Cell], traced: str) -> l
                 "targeted": t,
                 "traced": r,
                 "keys": n,
-                "contribution": per_key * n,
-                "sample": list(sample),
+                "contribution": contribution(e, t, r) * n,
+                "sample": sample,
+                "causes": [
+                    {
+                        "stage": stages[stage] if stage >= 0 else None,
+                        "outcome": Outcome(outcome).label if stage >= 0 else None,
+                        "keys": keys,
+                    }
+                    for (stage, outcome), keys in sorted(
+                        causes.items(), key=lambda item: (item[0][0] < 0, item[0])
+                    )
+                ],
             }
         )
     return out
+
+
+def breaker_counts(stage_outcomes: list[dict[str, int]]) -> dict[str, int]:
+    """Keys per outcome that stops a run reconciling, summed over the stages (pairs of
+    stage and key, as the anomaly list counts them)."""
+    return {o.label: sum(s.get(o.label, 0) for s in stage_outcomes) for o in RUN_BREAKERS}
+
+
+def failed_conditions(totals: dict[str, Any], breakers: dict[str, int]) -> list[str]:
+    """Why a run does not reconcile, one condition a line (docs/semantics.md#reconciles);
+    empty when it does."""
+    failed = [f"{n:,} {outcome} keys" for outcome, n in breakers.items() if n]
+    if totals.get("null_key_rows"):
+        failed.append(f"{totals['null_key_rows']:,} rows with a null key")
+    for name in ("gap", "reporting_gap"):
+        if totals.get(name):
+            failed.append(f"{name.replace('_', ' ')} {totals[name]:,}")
+    return failed

@@ -195,18 +195,21 @@ def _stage_lines(stages: list[dict[str, Any]]) -> list[list[_Line]]:
 
 
 def _stage_tables(stages: list[dict[str, Any]], width: int) -> list[RenderableType]:
-    """Outcomes as rows, stages as columns: named if they fit, else numbered, else in groups.
+    """Outcomes as rows, stages as columns (see `_grid`)."""
+    return _grid(_stage_lines(stages), [s["stage"] for s in stages], width)
+
+
+def _grid(sections: list[list[_Line]], names: list[str], width: int) -> list[RenderableType]:
+    """Labels as rows, stages as columns: named if they fit, else numbered, else in groups.
 
     Rows of figures are what must stay readable; a column per stage keeps each figure
     next to its neighbours, and the outcome labels (what `--outcome` takes) stay whole.
     """
-    sections = _stage_lines(stages)
     lines = [x for part in sections for x in part]
     ends = frozenset(sum(len(p) for p in sections[: i + 1]) - 1 for i in range(len(sections) - 1))
     labels: list[Cell] = [Text(x.label, style=x.style) for x in lines]
     cells = [[_count(v, x.style, x.sign) for v in x.values] for x in lines]
-    names = [s["stage"] for s in stages]
-    numbers = [str(i + 1) for i in range(len(stages))]
+    numbers = [str(i + 1) for i in range(len(names))]
     label_width = max((_width(x) for x in labels), default=0)
 
     def needed(indexes: list[int], headers: list[str], gap: int) -> int:
@@ -219,7 +222,7 @@ def _stage_tables(stages: list[dict[str, Any]], width: int) -> list[RenderableTy
         rows = [[labels[r], *(cells[r][i] for i in indexes)] for r in range(len(lines))]
         return _table(cols, rows, width, ends, gap=gap)
 
-    every = list(range(len(stages)))
+    every = list(range(len(names)))
     if needed(every, names, GAP) <= width:
         return [table(every, names)]
     legend = _wrap_items(
@@ -230,9 +233,9 @@ def _stage_tables(stages: list[dict[str, Any]], width: int) -> list[RenderableTy
             return [legend, table(every, numbers, gap)]
     # Groups of consecutive stages, as even as the widest stage allows.
     groups = [[i] for i in every]
-    for count in range(2, len(stages) + 1):
-        size = -(-len(stages) // count)
-        groups = [every[i : i + size] for i in range(0, len(stages), size)]
+    for count in range(2, len(names) + 1):
+        size = -(-len(names) // count)
+        groups = [every[i : i + size] for i in range(0, len(names), size)]
         if all(needed(g, numbers, GAP) <= width for g in groups):
             break
     return [legend, *(table(g, numbers) for g in groups)]
@@ -261,6 +264,8 @@ def report(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
     if drift:
         parts.append(Text("schema drift:\n" + "\n".join(drift), style="yellow"))
     parts += [Text(""), _heading("run totals (distinct keys)"), _totals(totals, width)]
+    if totals.get("failed_conditions"):
+        parts.append(_wrap_items(totals["failed_conditions"], width, "does not reconcile: "))
     for name, cells in (("gap", data["gap_cells"]), ("reporting gap", data["reporting_gap_cells"])):
         if cells:
             gap = totals["gap" if name == "gap" else "reporting_gap"]
@@ -269,7 +274,23 @@ def report(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
                 _heading(f"why the {name} is {figure(gap, sign=True)}"),
                 _gap_table(cells, width),
             ]
+    if data.get("rerun"):
+        parts += [Text(""), _rerun(data["rerun"], run["run_id"], width)]
     return Group(*parts)
+
+
+def _rerun(rerun: dict[str, Any], run_id: str, width: int) -> RenderableType:
+    """What the rerun changed, and the command that shows which clients (never wrapped)."""
+    changed = rerun["changed_keys"]
+    what = (
+        f"{figure(changed)} client{'s' * (changed != 1)} changed final outcome"
+        if changed is not None
+        else f"not compared: {rerun['note']}"
+    )
+    return Group(
+        _wrap_items([f"rerun of {rerun['of']}", what], width),
+        Text(f"see which: {rerun['command']}"),
+    )
 
 
 _TOTALS = (
@@ -308,19 +329,41 @@ def _totals(t: dict[str, Any], width: int) -> Table:
     return _table([_Col("what"), _fig("keys")], rows, width, show_header=False)
 
 
+def cause_text(cause: dict[str, Any]) -> str:
+    """`orphaned at exclusions`: how a cause is written, and what `--outcome/--stage` take."""
+    if cause["stage"] is None:
+        return "no cause"
+    return f"{cause['outcome']} at {cause['stage']}"
+
+
 def _gap_table(cells: list[dict[str, Any]], width: int) -> Table:
-    """One row per (entered, targeted, traced) cell; the flags go when room is short."""
+    """One row per (entered, targeted, traced) cell, then a row per cause under it (keys and
+    contribution of each, so expected fan-in and defects are told apart); the flags go
+    when room is short."""
     flags = ("entered", "targeted", "traced")
-    rows: list[list[Cell]] = [
-        [
-            c["cell"],
-            *("yes" if c[f] else "no" for f in flags),
-            figure(c["keys"]),
-            figure(c["contribution"], sign=True),
-            ", ".join(key_text(k) for k in c["sample"][:3]),
-        ]
-        for c in cells
-    ]
+    rows: list[list[Cell]] = []
+    for c in cells:
+        rows.append(
+            [
+                c["cell"],
+                *("yes" if c[f] else "no" for f in flags),
+                figure(c["keys"]),
+                figure(c["contribution"], sign=True),
+                ", ".join(key_text(k) for k in c["sample"][:3]),
+            ]
+        )
+        per_key = c["contribution"] // c["keys"] if c["keys"] else 0
+        for cause in c.get("causes", []):
+            style = _RED if cause["outcome"] in _BAD else "dim"
+            rows.append(
+                [
+                    Text(f"  {cause_text(cause)}", style=style),
+                    *("" for _ in flags),
+                    Text(figure(cause["keys"]), style="dim"),
+                    Text(figure(per_key * cause["keys"], sign=True), style="dim"),
+                    "",
+                ]
+            )
     # The cell name is what `tracer gap-keys` takes, and it says the flags: keep it
     # whole and drop the flags before wrapping it.
     cols = [_name("cell"), *map(_name, flags), _fig("keys"), _fig("contribution"), _Col("e.g.")]
@@ -358,6 +401,7 @@ def journey(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
         ),
     )
     stages = data["stages"]
+    summary = Text(data["summary"]) if data.get("summary") else None
     drops = [(header, field) for header, field in _DROPS if any(s[field] for s in stages)]
     cols = [_name("stage"), _name("outcome"), _fig("rows in"), _fig("rows out")]
     cols += [_fig(header) for header, _ in drops]
@@ -376,7 +420,7 @@ def journey(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
         )
     reasons = [_reasons(s) for s in stages]
     with_reasons = [[*r, x] for r, x in zip(rows, reasons, strict=True)]
-    parts: list[RenderableType] = [head]
+    parts: list[RenderableType] = [head, *([summary] if summary else [])]
     if _needed([*cols, _name("reasons")], with_reasons) <= width:
         parts.append(_table([*cols, _Col("reasons")], with_reasons, width))
     else:
@@ -390,13 +434,44 @@ def journey(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
     return Group(*parts)
 
 
-# --- tracer anomalies, tracer history -------------------------------------------------------
+# --- tracer anomalies, tracer gap-keys, tracer history ------------------------------------
+
+
+def _with_notes(
+    cols: list[_Col],
+    rows: list[list[Cell]],
+    header: str,
+    notes: list[str],
+    names: list[str],
+    width: int,
+) -> list[RenderableType]:
+    """The table with a `header` column of free text when each note fits on its row, else
+    the notes listed under it (`name: note`): figures and names never give way to prose."""
+    if not any(notes):
+        return [_table(cols, rows, width)]
+    wide = [[*row, note] for row, note in zip(rows, notes, strict=True)]
+    if _needed([*cols, _name(header)], wide) <= width:
+        return [_table([*cols, _Col(header)], wide, width)]
+    listed = [f"  {name}: {note}" for name, note in zip(names, notes, strict=True) if note]
+    return [_table(cols, rows, width), Text(f"{header}:\n" + "\n".join(listed))]
+
+
+def reasons_text(reasons: list[dict[str, Any]]) -> str:
+    """The reasons logged for a key at a stage, with their source and who sees them."""
+    return "; ".join(
+        f"{r['reason']} ({r['source']}{'' if r['reported'] else ', not reported'})" for r in reasons
+    )
+
+
+def _count_of(n: int, noun: str) -> str:
+    return f"{figure(n)} {noun}{'s' * (n != 1)}"
 
 
 def anomaly_list(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
-    """The keys with one outcome, with their rows at that stage."""
+    """The keys with one outcome, with their rows at that stage, final outcome and reasons."""
     where = f" at {data['stage']}" if data.get("stage") else ""
-    head = _heading(f"{data['outcome']} in run {data['run']['run_id']}{where}")
+    total = f": {_count_of(data['total'], 'key')}" if "total" in data else ""
+    head = _heading(f"{data['outcome']} in run {data['run']['run_id']}{where}{total}")
     if not data["items"]:
         return Group(head, Text("no keys"))
     cols = [_name("stage"), _name("key")]
@@ -409,7 +484,40 @@ def anomaly_list(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
         ]
         for item in data["items"]
     ]
-    return Group(head, _table(cols, rows, width))
+    notes = [_anomaly_note(item, data["outcome"]) for item in data["items"]]
+    names = [key_text(item["key"]) for item in data["items"]]
+    return Group(head, *_with_notes(cols, rows, "final outcome; reasons", notes, names, width))
+
+
+def _anomaly_note(item: dict[str, Any], listed: str) -> str:
+    """`orphaned; blocked (trace_buffer, not reported)`: the final outcome, then the reasons
+    (after the key's outcome at the stage, on a list that is not of outcomes)."""
+    parts = [] if item.get("outcome", listed) == listed else [f"{item['outcome']} here"]
+    if "final_outcome" in item:
+        parts.append(item["final_outcome"])
+    if item.get("reasons"):
+        parts.append(reasons_text(item["reasons"]))
+    return "; ".join(parts)
+
+
+def gap_keys(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """The keys of a gap cell, each with its cause, final outcome and the reasons there."""
+    which = "reporting gap" if data["reporting"] else "gap"
+    cause = [data[f] for f in ("outcome", "stage") if data.get(f)]
+    only = f" ({' at '.join(cause)})" if cause else ""
+    head = _heading(
+        f"{data['cell']}{only} of the {which} of run {data['run']['run_id']}: "
+        + _count_of(data["total"], "key")
+    )
+    if not data["items"]:
+        return Group(head, Text("no keys"))
+    cols = [_name("key"), _name("cause"), _name("final outcome")]
+    rows: list[list[Cell]] = [
+        [key_text(i["key"]), cause_text(i), i["final_outcome"]] for i in data["items"]
+    ]
+    notes = [reasons_text(i["reasons"]) for i in data["items"]]
+    names = [key_text(i["key"]) for i in data["items"]]
+    return Group(head, *_with_notes(cols, rows, "reasons", notes, names, width))
 
 
 def _classified(value: str | None) -> str:
@@ -418,11 +526,14 @@ def _classified(value: str | None) -> str:
     return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def history(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
-    """Every run the client appears in, newest first, with its final outcome there.
+def _left(left: dict[str, str] | None) -> str:
+    return f"{left['outcome']} at {left['stage']}" if left else ""
 
-    Run labels get a column when they fit on one line, else a list under the table.
-    """
+
+def history(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """Every run the client appears in, newest first, with its final outcome there and
+    where it left. Where it left and the run labels get a column when they fit on one
+    line, else a list under the table."""
     items = data["items"]
     runs = [item["run"] for item in items]
     key = key_text(items[0]["key"]) if items else ""
@@ -443,11 +554,150 @@ def history(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
                 *([r.get("rerun_of") or ""] if reruns else []),
             ]
         )
+    left = [_left(item.get("left_at")) for item in items]
+    if any(left):
+        wide = [[*row, x] for row, x in zip(rows, left, strict=True)]
+        if _needed([*cols, _name("left at")], wide) <= width:
+            cols, rows, left = [*cols, _name("left at")], wide, []
     labels = [r.get("label") or "" for r in runs]
-    with_labels = [[*row, label] for row, label in zip(rows, labels, strict=True)]
-    if not any(labels):
-        return Group(head, _table(cols, rows, width))
-    if _needed([*cols, _name("label")], with_labels) <= width:
-        return Group(head, _table([*cols, _Col("label")], with_labels, width))
-    given = [f"  {r['run_id']}: {label}" for r, label in zip(runs, labels, strict=True) if label]
-    return Group(head, _table(cols, rows, width), Text("labels:\n" + "\n".join(given)))
+    names = [r["run_id"] for r in runs]
+    parts = _with_notes(cols, rows, "label", labels, names, width)
+    if any(left):
+        listed = [f"  {n}: {x}" for n, x in zip(names, left, strict=True) if x]
+        parts.append(Text("left at:\n" + "\n".join(listed)))
+    return Group(head, *parts)
+
+
+# --- tracer compare ------------------------------------------------------------------------
+
+
+def comparison(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """The matrix of final outcomes, where changed clients first differ, and the change in
+    keys per stage and outcome (B - A)."""
+    a, b = data["run_a"], data["run_b"]
+    changed = data["changed_keys"]
+    head = _heading(f"run {a} vs run {b}: {_count_of(changed, 'client')} changed final outcome")
+    cols = [_name("final in A"), _name("final in B"), _fig("keys")]
+    rows: list[list[Cell]] = [
+        [
+            Text(m["a"], style="bold" if m["a"] != m["b"] else ""),
+            Text(m["b"], style="bold" if m["a"] != m["b"] else ""),
+            figure(m["keys"]),
+        ]
+        for m in data["matrix"]
+    ]
+    parts: list[RenderableType] = [head, Text(f"A = {a}, B = {b}", style="italic")]
+    parts.append(_table(cols, rows, width))
+    firsts = [f"{f['stage']} {figure(f['keys'])}" for f in data["first_differences"] if f["keys"]]
+    if firsts:
+        parts.append(_wrap_items(firsts, width, "changed clients first differ at: "))
+    lines = [
+        _Line(o, [s["outcomes"][o]["delta"] for s in data["stages"]], _RED if o in _BAD else "",
+              sign=True)
+        for o in (data["stages"][0]["outcomes"] if data["stages"] else [])
+    ]  # fmt: skip
+    lines = [x for x in lines if any(x.values)]
+    if lines:
+        parts += [Text(""), _heading("change per stage (B - A, distinct keys)")]
+        parts += _grid([lines], [s["stage"] for s in data["stages"]], width)
+    if changed:
+        parts.append(Text(f"\nthe keys of a cell: tracer compare {a} {b} --cell A_FINAL B_FINAL"))
+    return Group(*parts)
+
+
+def compare_keys(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """The keys of one cell of a comparison, each with the first stage where it differs."""
+    head = _heading(
+        f"{data['a']} in {data['run_a']}, {data['b']} in {data['run_b']}: "
+        + _count_of(data["total"], "key")
+    )
+    if not data["items"]:
+        return Group(head, Text("no keys"))
+    cols = [_name("key"), _name("first differs at"), _name("in A"), _name("in B")]
+    rows: list[list[Cell]] = []
+    for item in data["items"]:
+        first = item["first_difference"] or {"stage": "(nowhere)", "a": "", "b": ""}
+        rows.append([key_text(item["key"]), first["stage"], first["a"], first["b"]])
+    return Group(head, _table(cols, rows, width))
+
+
+# --- tracer runs, tracer pipelines, tracer jobs -------------------------------------------
+
+_SURVEY = (
+    ("entered", "entered"),
+    ("targeted", "targeted"),
+    ("traced", "traced"),
+    ("gap", "gap"),
+    ("reporting_gap", "rep. gap"),
+    ("distance", "distance"),
+)
+
+
+def runs(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """Runs with their headline figures, and why each does not reconcile. One row per run
+    when the figures fit, else one block per run."""
+    items = data["items"]
+    if not items:
+        return Group(Text("no runs"))
+    cols = [_name("run"), _name("pipeline"), *(_fig(h) for _, h in _SURVEY)]
+    rows: list[list[Cell]] = []
+    notes = []
+    for item in items:
+        f = item["figures"]
+        signed = {"gap", "reporting_gap"}
+        values = [figure(f[n], sign=n in signed and f[n] != 0) if f else "" for n, _ in _SURVEY]
+        rows.append([item["run_id"], item["pipeline"], *values])
+        notes.append(_verdict(item))
+    if _needed(cols, rows) <= width:
+        return Group(*_with_notes(cols, rows, "why not", notes, [i["run_id"] for i in items],
+                                  width))  # fmt: skip
+    blocks: list[RenderableType] = []
+    for item, row, note in zip(items, rows, notes, strict=True):
+        pairs = [[h, row[2 + i]] for i, (_, h) in enumerate(_SURVEY)]
+        blocks += [
+            _heading(f"{item['run_id']} · {item['pipeline']}"),
+            _table([_Col("what"), _fig("keys")], pairs, width, show_header=False),
+            Text(note),
+            Text(""),
+        ]
+    return Group(*blocks)
+
+
+def _verdict(item: dict[str, Any]) -> str:
+    f = item["figures"]
+    if f is None:
+        return f"not classified ({item['status']})"
+    return "reconciles" if f["reconciles"] else "; ".join(f["failed_conditions"])
+
+
+def pipelines(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """Registered pipelines: key, stages, runs and the last run."""
+    items = data["items"]
+    if not items:
+        return Group(Text("no pipelines"))
+    cols = [_name("pipeline"), _name("key"), _fig("stages"), _fig("runs"), _name("last run (UTC)")]
+    rows: list[list[Cell]] = [
+        [
+            p["name"],
+            ", ".join(p["key"]),
+            figure(len(p["stages"])),
+            figure(p["runs"]),
+            _classified(p.get("last_run_at")),
+        ]
+        for p in items
+    ]
+    notes = [" > ".join(p["stages"]) for p in items]
+    return Group(*_with_notes(cols, rows, "stages", notes, [p["name"] for p in items], width))
+
+
+def jobs(data: dict[str, Any], width: int = MIN_WIDTH) -> Group:
+    """The run's jobs: one per dataset and the classification, with their status."""
+    head = _heading(f"jobs of run {data['run']['run_id']} ({data['run']['status']})")
+    cols = [_name("job"), _name("for"), _name("status")]
+    rows: list[list[Cell]] = []
+    for j in data["jobs"]:
+        bad = j["status"] in ("failed", "missing")
+        rows.append([j["id"], j["for"], Text(j["status"], style=_RED if bad else "")])
+    errors_ = [j.get("error") or "" for j in data["jobs"]]
+    return Group(head, *_with_notes(cols, rows, "error", errors_, [j["id"] for j in data["jobs"]],
+                                    width))  # fmt: skip

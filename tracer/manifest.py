@@ -33,6 +33,7 @@ from tracer.model import (
     TraceDataset,
     TraceSource,
 )
+from tracer.openlineage_mapping import OpenLineageJob, omit_unmapped
 from tracer.sources import glob_base, open_dataset, resolve_path
 
 
@@ -51,8 +52,10 @@ class StageSpec(_Model):
     fanout: Literal["none", "expected"] = "none"
     split: Literal["copy", "route"] = "copy"
     columns: dict[str, str] = Field(default_factory=dict)
+    openlineage: OpenLineageJob | None = None  # the job whose output this is (openlineage_in)
 
     _lists = field_validator("grain", "parents", mode="before")(_as_list)
+    _unmapped = omit_unmapped
 
 
 class TraceSpec(_Model):
@@ -62,6 +65,9 @@ class TraceSpec(_Model):
     stage_column: str | None = None
     reason_column: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    openlineage: OpenLineageJob | None = None  # the job whose output this is (openlineage_in)
+
+    _unmapped = omit_unmapped
 
 
 class PipelineSpec(_Model):

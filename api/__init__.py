@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import flask_swagger_ui
 from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 
-from api import auth, errors, history, lineage, runs, service
+from api import auth, compare, errors, history, lineage, openlineage, runs, service, web
 from api.state import State
 from tracer import __version__, db
 from tracer.config import Config
-from workers.queues import dispatcher
+from workers.queues import InProcessDispatcher, dispatcher
 
 DOCS_ASSETS = "/api/v1/docs/assets/"
 
@@ -39,12 +40,23 @@ def create_app(config: Config | None = None) -> Flask:
         },
     )
     app.json.sort_keys = False  # keep the outcome table's order in responses
-    app.extensions["tracer"] = State(config, db.make_engine(config), dispatcher(config))
+    state = State(config, db.make_engine(config), dispatcher(config))
+    app.extensions["tracer"] = state
+    if isinstance(state.dispatcher, InProcessDispatcher):
+        _resume(state)
     api = errors.TracerApi(app)
     for name, schema in runs.manifest_components().items():
         api.spec.components.schema(name, schema)
-    for blueprint in (runs.blp, lineage.blp, history.blp, service.blp):
+    for blueprint in (
+        runs.blp,
+        lineage.blp,
+        compare.blp,
+        history.blp,
+        service.blp,
+        openlineage.blp,
+    ):
         api.register_blueprint(blueprint)
+    app.register_blueprint(web.blp)  # the pages: not API operations, so not in the document
     errors.register(app)
     auth.init_app(app)
     assets = Path(flask_swagger_ui.__file__).parent / "dist"
@@ -58,3 +70,15 @@ def create_app(config: Config | None = None) -> Flask:
         return send_from_directory(assets, "favicon-32x32.png", mimetype="image/png")
 
     return app
+
+
+def _resume(state: State) -> None:
+    """Without Redis the jobs live in this process: take up the runs it left unfinished."""
+    assert isinstance(state.dispatcher, InProcessDispatcher)
+    try:
+        resumed = state.dispatcher.resume(state.engine)
+    except Exception:  # no database yet: /health says so, and nothing was running
+        logging.getLogger("tracer").exception("could not look for unfinished runs")
+        return
+    if resumed:
+        logging.getLogger("tracer").warning("resuming unfinished runs: %s", ", ".join(resumed))

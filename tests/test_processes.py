@@ -125,7 +125,7 @@ def test_post_over_http_then_answers_match_the_cli(
             if detail["status"] in ("classified", "failed"):
                 break
             time.sleep(0.1)
-        assert detail["status"] == "classified", detail
+        assert detail["status"] == "classified", (detail["error"], detail["datasets"])
         for job in created["job_ids"]["ingest"] + [created["job_ids"]["classify"]]:
             assert _http("GET", f"{server}/jobs/{job}")[1]["status"] == "finished"
 
@@ -149,10 +149,12 @@ def test_post_over_http_then_answers_match_the_cli(
 def test_two_workers_racing_on_one_run_leave_one_copy(
     service_env: dict[str, str], data_root: Path, engine: Engine
 ) -> None:
-    """The same run submitted twice, its jobs worked by two processes at once."""
+    """The same run submitted twice, plus a second job for every dataset (as a recovery
+    sweep may leave behind), worked by two processes at once."""
     from tracer.config import Config
     from tracer.manifest import load_manifest
     from tracer.store import submit_run
+    from workers import jobs
     from workers.queues import RQDispatcher
 
     path, _ = _manifest(data_root, engine, "proc-race")
@@ -160,10 +162,13 @@ def test_two_workers_racing_on_one_run_leave_one_copy(
     dispatcher = RQDispatcher(config)
     manifest = load_manifest(path)
     batches = [dispatcher.submit(submit_run(engine, manifest)) for _ in range(2)]
+    assert batches[0] == batches[1]  # one job per dataset: the second submission replaced it
+    submitted = submit_run(engine, manifest)
+    extra = [dispatcher.ingest_queue.enqueue(jobs.ingest, d).id for d in submitted.dataset_ids]
     workers = [_start(service_env, "worker", "--burst") for _ in range(2)]
     for worker in workers:
         assert worker.wait(timeout=120) == 0, worker.stderr.read() if worker.stderr else ""
-    results = [dispatcher.status(job) for batch in batches for job in batch.ingest]
+    results = [dispatcher.status(job) for job in [*batches[0].ingest, *extra]]
     assert all(r and r["status"] == "finished" for r in results)
     # Each dataset was loaded once; its second job found the same fingerprint and skipped.
     loaded = sorted(r["result"]["dataset"] for r in results if r and not r["result"]["skipped"])

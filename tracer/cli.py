@@ -18,7 +18,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
-from tracer import db, render
+from tracer import cli_investigate, cli_lineage, db, render
 from tracer.cli_support import (
     engine_of,
     errors,
@@ -32,6 +32,7 @@ from tracer.config import Config
 from tracer.errors import TracerError
 from tracer.manifest import load_manifest
 from tracer.model import DatasetStatus, Manifest, RunStatus
+from tracer.queries.pages import MAX_LIMIT
 
 
 def _plugin(group: str, name: str) -> Any:
@@ -234,7 +235,8 @@ def history(
     after: str | None,
     as_json: bool,
 ) -> None:
-    """Every run client KEY appears in, newest first, with its final outcome there."""
+    """Every run client KEY appears in, newest first, with its final outcome there and the
+    stage where it left."""
     from tracer.queries.journey import history as key_history
 
     with engine_of(ctx).connect() as conn:
@@ -250,6 +252,7 @@ def history(
     help="Outcome or flag to list (e.g. orphaned, multiplied, grain_violation).",
 )
 @click.option("--stage", help="Only this stage.")
+@cli_investigate.csv_option
 @page_options(limit=100)
 @click.pass_context
 @handle_errors
@@ -258,14 +261,25 @@ def anomalies(
     run_id: str,
     outcome: str,
     stage: str | None,
+    as_csv: bool,
     limit: int,
     after: str | None,
     as_json: bool,
 ) -> None:
-    """List the keys of RUN with an anomalous outcome, page by page."""
+    """List the keys of RUN with an anomalous outcome, page by page: each with its rows, the
+    reasons logged there and its final outcome."""
     from tracer.queries.anomalies import anomalies as list_anomalies
+    from tracer.queries.common import load_run
 
     with engine_of(ctx).connect() as conn:
+        if as_csv:
+            key = list(load_run(conn, run_id).key)
+            cli_investigate.print_csv(
+                "anomalies",
+                key,
+                lambda token: list_anomalies(conn, run_id, outcome, stage, MAX_LIMIT, token),
+            )
+            return
         data = list_anomalies(conn, run_id, outcome, stage, limit, after)
     print_page(data, as_json, lambda width: render.anomaly_list(data, width))
 
@@ -274,6 +288,10 @@ def anomalies(
 @click.argument("run_id", metavar="RUN")
 @click.argument("cell")
 @click.option("--reporting", is_flag=True, help="The reporting gap's cells.")
+@click.option("--stage", help="Only the keys whose cause is at this stage.")
+@click.option("--outcome", help="Only the keys whose cause has this outcome (e.g. orphaned).")
+@click.option("--keys", "keys_only", is_flag=True, help="Only the keys, one a line (for pipes).")
+@cli_investigate.csv_option
 @page_options(limit=100)
 @click.pass_context
 @handle_errors
@@ -282,22 +300,36 @@ def gap_keys(
     run_id: str,
     cell: str,
     reporting: bool,
+    stage: str | None,
+    outcome: str | None,
+    keys_only: bool,
+    as_csv: bool,
     limit: int,
     after: str | None,
     as_json: bool,
 ) -> None:
-    """The keys of RUN behind one CELL of the gap (e.g. lost, counted_twice), one per line."""
+    """The keys of RUN behind one CELL of the gap (e.g. lost, counted_twice), in cause order:
+    each with its cause (the stage and outcome that put it there), the reasons logged there
+    and its final outcome. --stage/--outcome keep one cause."""
     from tracer.queries.anomalies import gap_keys as cell_keys
+    from tracer.queries.common import load_run
+
+    def fetch(conn: Any, token: str | None, size: int = limit) -> dict[str, Any]:
+        return cell_keys(conn, run_id, cell, reporting, size, token, stage, outcome)
 
     with engine_of(ctx).connect() as conn:
-        data = cell_keys(conn, run_id, cell, reporting, limit, after)
-    if as_json:
-        print_json(data)
+        if as_csv:
+            key = list(load_run(conn, run_id).key)
+            cli_investigate.print_csv("gap_keys", key, lambda t: fetch(conn, t, MAX_LIMIT))
+            return
+        data = fetch(conn, after)
+    if keys_only and not as_json:
+        for item in data["items"]:  # one key a line, for scripts and pipes
+            click.echo(render.key_text(item["key"]))
+        if data["next"]:
+            errors.print(f"more: --next {data['next']}", highlight=False)
         return
-    for item in data["items"]:  # one key a line, for scripts and pipes
-        click.echo(render.key_text(item["key"]))
-    if data["next"]:
-        errors.print(f"more: --next {data['next']}", highlight=False)
+    print_page(data, as_json, lambda width: render.gap_keys(data, width))
 
 
 @main.command()
@@ -360,3 +392,9 @@ def _workdir(directory: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="tracer-demo-") as tmp:
         yield Path(tmp)
+
+
+main.add_command(cli_lineage.graph)
+main.add_command(cli_lineage.openlineage)
+for command in cli_investigate.COMMANDS:
+    main.add_command(command)

@@ -62,9 +62,20 @@ pipelines = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Each distinct definition posted under a pipeline's name, numbered from 1; never changed,
+# so every run keeps the definition it was classified with (tracer.pipelines).
+pipeline_versions = Table(
+    "pipeline_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pipeline_id", ForeignKey("pipelines.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
     Column("spec", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    _timestamp("updated_at"),
+    UniqueConstraint("pipeline_id", "version"),
 )
 
 runs = Table(
@@ -73,6 +84,7 @@ runs = Table(
     Column("pk", Integer, primary_key=True),
     Column("run_id", Text, nullable=False, unique=True),
     Column("pipeline_id", ForeignKey("pipelines.id"), nullable=False, index=True),
+    Column("pipeline_version_id", ForeignKey("pipeline_versions.id"), nullable=False, index=True),
     Column("label", Text),
     Column("rerun_of", Text),
     Column("status", Text, nullable=False),
@@ -120,6 +132,35 @@ stage_summaries = Table(
     Column("totals", JSONB, nullable=False),  # keys and rows in/out/dropped at the stage
 )
 
+# A comparison of two runs, computed once (tracer.queries.compare) and valid while both
+# runs keep the classification it was computed from: a rerun's reconciliation, and the
+# same comparison asked again, read one row instead of joining two runs' keys.
+comparisons = Table(
+    "comparisons",
+    metadata,
+    Column("run_a_pk", ForeignKey("runs.pk", ondelete="CASCADE"), primary_key=True),
+    Column("run_b_pk", ForeignKey("runs.pk", ondelete="CASCADE"), primary_key=True),
+    _timestamp("a_classified_at", nullable=False),
+    _timestamp("b_classified_at", nullable=False),
+    Column("result", JSONB, nullable=False),
+    Column("computed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The keys whose final outcome differs in a kept comparison, by cell: a changed cell's
+# page is a range of this index, however few keys it has among a run's million. No foreign
+# key (checking one per row doubled the time to keep 100k keys): a trigger on `comparisons`
+# (migration 0004) deletes a pair's keys with its row, so they go with either run.
+comparison_keys = Table(
+    "comparison_keys",
+    metadata,
+    Column("run_a_pk", Integer, primary_key=True),
+    Column("run_b_pk", Integer, primary_key=True),
+    Column("a", SmallInteger, primary_key=True),  # final outcome code in A, 0 = absent
+    Column("b", SmallInteger, primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("first_stage", SmallInteger),  # where it first differs, in the compared stages
+)
+
 dataset_chunks = Table(
     "dataset_chunks",
     metadata,
@@ -145,6 +186,31 @@ key_outcomes = Table(
     # ('' where the key has no outcome); see tracer.outcomes.StageCell. Plain text COPYs
     # several times faster than six Postgres arrays and is half their size.
     Column("stages", Text, nullable=False),
+    # The outcome code at each stage as one letter, chr(64 + code) ('@' for none): what a
+    # comparison of two runs joins on besides the final outcome, a few bytes per key.
+    Column("codes", Text, nullable=False),
+    # The key's cause in its gap cell (docs/semantics.md#causes): stage index in pipeline
+    # order and the outcome there; NULL in the `targeted` cell, which has none. Once for
+    # the gap and once for the reporting gap (they differ for keys targeted and traced).
+    Column("cause_stage", SmallInteger),
+    Column("cause_outcome", SmallInteger),
+    Column("reporting_cause_stage", SmallInteger),
+    Column("reporting_cause_outcome", SmallInteger),
+    # Gap-cell pages (cell, then cause, then key) and comparison cells (final, then key).
+    # Partitions name their indexes after the first column, so each starts with another.
+    Index(None, "traced", "entered", "targeted", "cause_stage", "cause_outcome", "key"),
+    Index(
+        None,
+        "traced_reported",
+        "entered",
+        "targeted",
+        "reporting_cause_stage",
+        "reporting_cause_outcome",
+        "key",
+    ),
+    Index(None, "final", "key"),
+    # A comparison's full join: both runs' keys in order, read from this index alone.
+    Index(None, "key", "final", "codes"),
     postgresql_partition_by="LIST (run_pk)",
 )
 
@@ -175,3 +241,39 @@ key_reasons = Table(
 )
 
 PARTITIONED_BY_RUN = (key_outcomes, anomalies, key_reasons)
+
+# OpenLineage COMPLETE/START/... events of jobs some pipeline maps (tracer.openlineage_in),
+# grouped by parent run (an Airflow DAG run) until every stage and source has its output.
+openlineage_events = Table(
+    "openlineage_events",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("parent_run_id", Text, nullable=False, index=True),
+    Column("parent_namespace", Text),
+    Column("parent_name", Text),
+    Column("job_namespace", Text, nullable=False),
+    Column("job_name", Text, nullable=False),
+    Column("run_id", Text, nullable=False),
+    Column("event_type", Text),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("outputs", JSONB, nullable=False),  # [{"namespace": ..., "name": ...}]
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+openlineage_runs = Table(
+    "openlineage_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("parent_run_id", Text, nullable=False),  # also the tracer run id
+    Column("pipeline", Text, nullable=False),
+    Column("parent_namespace", Text),
+    Column("parent_name", Text),
+    Column("status", Text, nullable=False),
+    Column("missing", JSONB, nullable=False),  # what the run still waits for
+    Column("errors", JSONB, nullable=False),  # why a complete run could not be registered
+    Column("submitted", JSONB),  # the run part last registered: outputs, traceability
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("parent_run_id", "pipeline"),
+    CheckConstraint("status IN ('pending', 'invalid', 'queued')", name="status"),
+)

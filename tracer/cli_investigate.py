@@ -104,6 +104,12 @@ def compare(
     show_default=True,
     help="distance: furthest from reconciling first.",
 )
+@click.option(
+    "--stuck",
+    is_flag=True,
+    help="Only queued runs that no live job will finish, and why (needs REDIS_URL); "
+    "`tracer resume` queues their work again.",
+)
 @csv_option
 @page_options(limit=50)
 @click.pass_context
@@ -115,6 +121,7 @@ def runs(
     since: str | None,
     until: str | None,
     sort: str,
+    stuck: bool,
     as_csv: bool,
     limit: int,
     after: str | None,
@@ -123,6 +130,15 @@ def runs(
     """Runs with their headline figures (entered, targeted, traced, gaps, keys per anomaly
     outcome) and why each does not reconcile: which marketing solutions are broken, and how."""
     from tracer.queries.catalog import list_runs
+
+    if stuck:  # the recovery sweep's diagnosis, without acting: it lives with the workers
+        resume = next(
+            (e for e in entry_points(group="tracer.commands") if e.name == "resume"), None
+        )
+        if resume is None:
+            raise TracerError("the workers are not installed (entry point 'resume')")
+        ctx.invoke(resume.load(), run_id=None, dry_run=True, as_json=as_json)
+        return
 
     reconciles = False if broken else None
 

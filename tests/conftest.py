@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +30,34 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    name = f"tracer_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A database of its own on the admin server, dropped afterwards whatever happened."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
-        yield url
+        yield make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with throwaway_database(f"tracer_test_{os.getpid()}") as url:
+        yield url
+
+
+@pytest.fixture
+def scratch() -> Iterator[Engine]:
+    """An empty database of the test's own, not migrated: to migrate down and up."""
+    with throwaway_database("tracer_scratch") as url:
+        engine = create_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from werkzeug.serving import make_server
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -34,3 +39,17 @@ def wait_healthy(url: str, process: subprocess.Popen[Any], timeout: float) -> No
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer 200 within {timeout:g} s")
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """The app behind a real HTTP server on a free loopback port, in a thread, for a block."""
+    server = make_server(host="127.0.0.1", port=0, app=app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="test-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -7,14 +7,14 @@ and the page must show the operations, not Swagger UI's "Unable to render" notic
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from werkzeug.serving import make_server
+
+from tests.harness import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,15 +36,8 @@ METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch",
 @pytest.fixture
 def base_url(app: Any) -> Iterator[str]:
     """The app behind a real HTTP server on a free port, for the length of one test."""
-    server = make_server(host="127.0.0.1", port=0, app=app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="docs-page-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(app) as url:
+        yield url
 
 
 @contextmanager

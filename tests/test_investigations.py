@@ -7,22 +7,17 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 from werkzeug.wrappers import Request
 
-from tests.conftest import ADMIN_URL, _libpq
 from tests.openapi_check import CheckedClient, _Response
 from tests.pipelines import RunBuilder
 from tests.test_api import manifest_body
@@ -163,27 +158,12 @@ def _pk(conn: Any, run_id: str) -> int:
     return conn.execute(text("SELECT pk FROM runs WHERE run_id = :r"), {"r": run_id}).scalar()
 
 
-@pytest.fixture
-def scratch_engine() -> Iterator[Engine]:
-    """A database of its own, to migrate down and up."""
-    name = f"tracer_inv_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(make_url(ADMIN_URL).set(database=name))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def test_0004_backfills_causes_codes_and_cells(scratch_engine: Engine, tmp_path: Path) -> None:
+def test_0004_backfills_causes_codes_and_cells(scratch: Engine, tmp_path: Path) -> None:
     """Runs classified before 0004 get the causes, codes and cells classification now gives."""
     from alembic import command
 
-    db.upgrade(scratch_engine)
-    run = RunBuilder(tmp_path, scratch_engine).run(
+    db.upgrade(scratch)
+    run = RunBuilder(tmp_path, scratch).run(
         stages=[{"name": "a"}, {"name": "b"}],
         outputs={"a": ids(1, 2, 3, 4, 6), "b": ids(1, 2, 5, 6)},
         trace={
@@ -196,22 +176,22 @@ def test_0004_backfills_causes_codes_and_cells(scratch_engine: Engine, tmp_path:
     )
 
     def stored() -> tuple[list[Any], Any]:
-        with scratch_engine.connect() as conn:
+        with scratch.connect() as conn:
             rows = conn.execute(text(f"SELECT {columns} FROM key_outcomes ORDER BY key")).all()
             cells = conn.execute(text("SELECT gap_cells FROM runs")).scalar()
         return [tuple(r) for r in rows], cells
 
     classified = stored()
     assert classified[0][0] == ("1", "AB", None, None, None, None)
-    config = db.alembic_config(scratch_engine)
+    config = db.alembic_config(scratch)
     command.downgrade(config, "0004-1")
-    with scratch_engine.connect() as conn:
+    with scratch.connect() as conn:
         cells = conn.execute(text("SELECT gap_cells FROM runs")).scalar()
     assert all("causes" not in c for c in cells["gap_cells"])
     assert all(c["contribution"] != 0 for c in cells["gap_cells"])
-    db.upgrade(scratch_engine)
+    db.upgrade(scratch)
     assert stored() == classified
-    with scratch_engine.connect() as conn:
+    with scratch.connect() as conn:
         assert reconciliation(conn, run)["gap_cells"]
 
 

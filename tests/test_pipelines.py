@@ -7,17 +7,13 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
-from tests.conftest import ADMIN_URL, _libpq
 from tests.openapi_check import CheckedClient
 from tests.pipelines import RunBuilder
 from tracer import db
@@ -215,20 +211,6 @@ def test_concurrent_runs_with_a_new_definition_make_one_version(
         assert pipeline_lookup(engine)(name) == pipeline.spec
     with engine.connect() as conn:
         assert [v["version"] for v in pipeline_detail(conn, name)["versions"]] == [1, 2]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Engine]:
-    name = f"tracer_pv_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(make_url(ADMIN_URL).set(database=name))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _spec(name: str, *stages: str) -> dict[str, Any]:

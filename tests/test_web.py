@@ -11,19 +11,17 @@ from __future__ import annotations
 import csv
 import json
 import re
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from werkzeug.serving import make_server
 
 from api.web.flow import LEAVING
 from api.web.words import STAGE_COLUMNS
+from tests.harness import serving
 from tests.pipelines import RunBuilder
 from tests.test_docs_page import CHROMIUM, CHROMIUM_ARGS
 from tracer.config import Config, parse_tokens
@@ -40,19 +38,6 @@ def digits(text: str) -> int:
     match = re.search(r"[-+−]?[\d,]+", text)
     assert match, f"no number in {text!r}"
     return int(match.group().replace(",", "").replace("−", "-"))
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    server = make_server(host="127.0.0.1", port=0, app=app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="web-pages-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(scope="module")

@@ -171,6 +171,7 @@ def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=passed", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=orphaned&next=%%%", 400),
         ("GET", "/api/v1/jobs/no-such-job", 404),
+        ("GET", "/api/v1/jobs/abc%20def", 404),  # an id rq itself would refuse
         ("GET", f"/api/v1/runs/{run}/compare/nope", 404),
         ("GET", f"/api/v1/runs/{run}/compare/{run}/keys?a=vanished&b=targeted", 422),
         ("GET", f"/api/v1/runs/{run}/gap_cells/nowhere/keys", 400),

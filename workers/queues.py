@@ -31,6 +31,8 @@ from workers import jobs
 
 RETRY = Retry(max=3, interval=[2, 10, 30])
 INGEST, CLASSIFY = "ingest", "classify"
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
+"""What rq accepts as a job id; anything else is answered 'no such job' before rq sees it."""
 JOB_TTL = int(os.environ.get("TRACER_JOB_TTL", str(7 * 24 * 3600)))
 """Seconds a finished or failed job's record is kept, so `GET /jobs/{id}` can still answer."""
 
@@ -115,6 +117,9 @@ class RQDispatcher:
         return job_id
 
     def job(self, job_id: str) -> Job | None:
+        """The job of that id; None if there is none, or if the id could name no job at all."""
+        if not JOB_ID.fullmatch(job_id):
+            return None
         try:
             return Job.fetch(job_id, connection=self.connection)
         except NoSuchJobError:
@@ -143,9 +148,8 @@ class RQDispatcher:
         old.delete(remove_from_queue=True)
 
     def status(self, job_id: str) -> dict[str, Any] | None:
-        try:
-            job = Job.fetch(job_id, connection=self.connection)
-        except NoSuchJobError:
+        job = self.job(job_id)
+        if job is None:
             return None
         status = JobStatus(job.get_status()).value
         result = job.return_value() if status == JobStatus.FINISHED else None

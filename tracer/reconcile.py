@@ -190,8 +190,9 @@ def _cells(
             [
                 row[0]
                 for row in duck.execute(
-                    f"SELECT key FROM key_finals WHERE entered = ? AND targeted = ? "
-                    f"AND {traced} = ? ORDER BY key LIMIT {SAMPLE_KEYS}",
+                    # The stored text's order, whatever type the classifier joined keys as.
+                    f"SELECT CAST(key AS VARCHAR) AS k FROM key_finals WHERE entered = ? "
+                    f"AND targeted = ? AND {traced} = ? ORDER BY k LIMIT {SAMPLE_KEYS}",
                     [e, t, r],
                 ).fetchall()
             ]

@@ -30,10 +30,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tracer.model import DatasetRole, DatasetStatus, RunStatus
+from tracer.outcomes import Final
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -175,8 +177,11 @@ dataset_chunks = Table(
 key_outcomes = Table(
     "key_outcomes",
     metadata,
-    Column("run_pk", Integer, primary_key=True),
-    Column("key", KEY, primary_key=True),
+    # No primary key: one row per key is what classification writes (a GROUP BY key), and
+    # the (key, final, codes) index below serves every lookup by key; a second unique
+    # index over the same keys cost a fifth of the run's storage and of its index builds.
+    Column("run_pk", Integer, nullable=False),
+    Column("key", KEY, nullable=False),
     Column("final", SmallInteger, nullable=False),
     Column("entered", Boolean, nullable=False),
     Column("targeted", Boolean, nullable=False),
@@ -187,7 +192,8 @@ key_outcomes = Table(
     # several times faster than six Postgres arrays and is half their size.
     Column("stages", Text, nullable=False),
     # The outcome code at each stage as one letter, chr(64 + code) ('@' for none): what a
-    # comparison of two runs joins on besides the final outcome, a few bytes per key.
+    # comparison of two runs joins on besides the final outcome, and what the anomaly list
+    # filters its common outcomes on, a few bytes per key.
     Column("codes", Text, nullable=False),
     # The key's cause in its gap cell (docs/semantics.md#causes): stage index in pipeline
     # order and the outcome there; NULL in the `targeted` cell, which has none. Once for
@@ -196,9 +202,24 @@ key_outcomes = Table(
     Column("cause_outcome", SmallInteger),
     Column("reporting_cause_stage", SmallInteger),
     Column("reporting_cause_outcome", SmallInteger),
-    # Gap-cell pages (cell, then cause, then key) and comparison cells (final, then key).
-    # Partitions name their indexes after the first column, so each starts with another.
-    Index(None, "traced", "entered", "targeted", "cause_stage", "cause_outcome", "key"),
+    # Every lookup by key (journeys, history, a page's details), the key order of the
+    # `targeted` cell and of the common anomalies, and a comparison's full join: both
+    # runs' keys in order, read from this index alone.
+    Index(None, "key", "final", "codes"),
+    # Gap-cell pages (cell, then cause, then key) of every cell but `targeted`, the one
+    # without causes, which holds most keys and pages by key above: the predicate is the
+    # cell's complement, which the cell's own filters imply. Partitions name their indexes
+    # after the first column, so each starts with another.
+    Index(
+        None,
+        "traced",
+        "entered",
+        "targeted",
+        "cause_stage",
+        "cause_outcome",
+        "key",
+        postgresql_where=text("NOT (entered AND targeted AND NOT traced)"),
+    ),
     Index(
         None,
         "traced_reported",
@@ -207,13 +228,18 @@ key_outcomes = Table(
         "reporting_cause_stage",
         "reporting_cause_outcome",
         "key",
+        postgresql_where=text("NOT (entered AND targeted AND NOT traced_reported)"),
     ),
-    Index(None, "final", "key"),
-    # A comparison's full join: both runs' keys in order, read from this index alone.
-    Index(None, "key", "final", "codes"),
+    # Comparison cells of keys not targeted in run A (a few percent of the keys): the
+    # targeted ones page through the key index.
+    Index(None, "final", "key", postgresql_where=text(f"final <> {Final.TARGETED.value}")),
     postgresql_partition_by="LIST (run_pk)",
 )
 
+# The anomaly list's rare (stage, outcome) groups and grain violations; a group holding a
+# large share of the run's keys (tracer.classify.dense_groups: `expanded`,
+# `partially_dropped`, a grain declared too narrow) is listed from `key_outcomes` instead,
+# so a run never stores most of its keys twice.
 anomalies = Table(
     "anomalies",
     metadata,

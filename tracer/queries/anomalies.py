@@ -7,9 +7,9 @@ page carries the list's total, read from what classification stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, func, select, tuple_
+from sqlalchemy import Connection, and_, func, not_, select, tuple_
 
 from tracer.errors import TracerError
 from tracer.outcomes import UNREMARKABLE, Final, Outcome, parse_stage_cells
@@ -42,19 +42,17 @@ def anomalies(
         )
     limit = check_limit(limit)
     scope = ("anomalies", run.run_id, code.label, stage)
-    a, k = anomalies_table.c, key_outcomes.c
-    query = (
-        select(a.stage, a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, k.stages)
-        .join(key_outcomes, and_(k.run_pk == a.run_pk, k.key == a.key))
-        .where(a.run_pk == run.pk, a.outcome == code.value)
-    )
     index = _stage_index(run, stage)
-    if index is not None:
-        query = query.where(a.stage == index)
-    if after:
-        last_stage, last_key = decode_token(after, scope, (int, str))
-        query = query.where(tuple_(a.stage, a.key) > tuple_(last_stage, last_key))
-    rows = conn.execute(query.order_by(a.stage, a.key).limit(limit + 1)).all()
+    counts = _group_sizes(conn, run, code)
+    last_stage, last_key = decode_token(after, scope, (int, str)) if after else (-1, None)
+    rows: list[Any] = []
+    for s, n in enumerate(counts):
+        if not n or (index is not None and s != index) or s < last_stage:
+            continue
+        since = last_key if s == last_stage else None
+        rows += _group_page(conn, run, code, s, since, limit + 1 - len(rows))
+        if len(rows) > limit:
+            break
     reasons = reasons_of(conn, run, [r.key for r in rows[:limit]])
     items = []
     for r in rows[:limit]:
@@ -73,8 +71,58 @@ def anomalies(
             }
         )
     last = (rows[limit - 1].stage, rows[limit - 1].key) if len(rows) > limit else None
-    total = _anomaly_total(conn, run, code, index)
+    total = sum(counts) if index is None else counts[index]
     return page(items, last, scope, run=run.header(), outcome=code.label, stage=stage, total=total)
+
+
+class _Listed(NamedTuple):
+    stage: int
+    key: str
+    rows_in: int
+    rows_out: int
+    rows_dropped: int
+    final: int
+    stages: str
+
+
+def _group_page(
+    conn: Connection, run: RunInfo, code: Outcome, stage: int, after: str | None, limit: int
+) -> list[_Listed]:
+    """Keys of one (stage, outcome) group of the anomaly list, in key order, after `after`.
+
+    A group classification stored (tracer.classify.dense_groups) is a range of
+    `anomalies`; a dense one is read from `key_outcomes` in key order, keeping the keys
+    whose outcome letter (or grain flag) at the stage says so: with at least
+    DENSE_SHARE of the keys in the group, a page reads a few thousand index entries.
+    """
+    a, k = anomalies_table.c, key_outcomes.c
+    stored = select(a.key).where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
+    if conn.execute(stored.limit(1)).first() is not None:
+        query = (
+            select(a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, k.stages)
+            .join(key_outcomes, and_(k.run_pk == a.run_pk, k.key == a.key))
+            .where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
+        )
+        if after is not None:
+            query = query.where(a.key > after)
+        rows = conn.execute(query.order_by(a.key).limit(limit)).all()
+        return [_Listed(stage, *r) for r in rows]
+    if code is Outcome.GRAIN_VIOLATION:
+        cell = func.split_part(k.stages, ";", stage + 1)
+        kept = func.split_part(cell, ",", 6) == "1"
+    else:
+        kept = func.substr(k.codes, stage + 1, 1) == chr(64 + code.value)
+    query = select(k.key, k.final, k.stages).where(k.run_pk == run.pk, kept)
+    if after is not None:
+        query = query.where(k.key > after)
+    out = []
+    for r in conn.execute(query.order_by(k.key).limit(limit)):
+        c = parse_stage_cells(r.stages)[stage]
+        assert c is not None  # an outcome or a grain violation there: a cell
+        out.append(
+            _Listed(stage, r.key, c.rows_in, c.rows_out, c.drop_rep + c.drop_ops, r.final, r.stages)
+        )
+    return out
 
 
 def _stage_index(run: RunInfo, stage: str | None) -> int | None:
@@ -87,16 +135,16 @@ def _stage_index(run: RunInfo, stage: str | None) -> int | None:
     return run.stages.index(stage)
 
 
-def _anomaly_total(conn: Connection, run: RunInfo, code: Outcome, stage: int | None) -> int:
-    """Keys of the whole list, from the stage summaries classification stored."""
+def _group_sizes(conn: Connection, run: RunInfo, code: Outcome) -> list[int]:
+    """Keys with `code` at each stage (pipeline order), from the stored stage summaries."""
     s = stage_summaries.c
     counted = (
         s.flags["grain_violation"] if code is Outcome.GRAIN_VIOLATION else s.outcomes[code.label]
     )
-    query = select(func.coalesce(func.sum(counted.as_integer()), 0)).where(s.run_pk == run.pk)
-    if stage is not None:
-        query = query.where(s.stage_index == stage)
-    return int(conn.execute(query).scalar_one())
+    found = dict(
+        conn.execute(select(s.stage_index, counted.as_integer()).where(s.run_pk == run.pk)).all()
+    )
+    return [int(found.get(i) or 0) for i in range(len(run.stages))]
 
 
 def cell_flags(cell: str) -> tuple[bool, bool, bool]:
@@ -133,6 +181,9 @@ def gap_keys(
     query = select(k.key, k.final, k.stages, cause_stage, cause_outcome).where(
         k.run_pk == run.pk, k.entered == entered, k.targeted == targeted, traced_col == traced
     )
+    caused = not (entered and targeted and not traced)  # every cell but `targeted`
+    if caused:  # the predicate of the cell indexes, which the filters above imply
+        query = query.where(not_(and_(k.entered, k.targeted, not_(traced_col))))
     index = _stage_index(run, stage)
     code = _cause_outcome(outcome)
     if index is not None:
@@ -148,7 +199,9 @@ def gap_keys(
                 tuple_(cause_stage, cause_outcome, k.key)
                 > tuple_(last_stage, last_outcome, last_key)
             )
-    rows = conn.execute(query.order_by(cause_stage, cause_outcome, k.key).limit(limit + 1)).all()
+    # The `targeted` cell has no cause: key order, through the key index.
+    order = (cause_stage, cause_outcome, k.key) if caused else (k.key,)
+    rows = conn.execute(query.order_by(*order).limit(limit + 1)).all()
     reasons = reasons_of(conn, run, [r.key for r in rows[:limit]])
     items = []
     for r in rows[:limit]:

@@ -9,7 +9,20 @@ import flask_swagger_ui
 from flask import Flask, send_from_directory
 from flask.typing import ResponseReturnValue
 
-from api import auth, compare, errors, history, lineage, openlineage, runs, service, web
+from api import (
+    auth,
+    compare,
+    errors,
+    history,
+    limits,
+    lineage,
+    openapi_doc,
+    openlineage,
+    operations,
+    runs,
+    service,
+    web,
+)
 from api.state import State
 from tracer import __version__, db
 from tracer.config import Config
@@ -45,6 +58,7 @@ def create_app(config: Config | None = None) -> Flask:
     if isinstance(state.dispatcher, InProcessDispatcher):
         _resume(state)
     api = errors.TracerApi(app)
+    openapi_doc.install(app, api)  # before the blueprints: it completes each operation
     for name, schema in runs.manifest_components().items():
         api.spec.components.schema(name, schema)
     for blueprint in (
@@ -59,6 +73,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(web.blp)  # the pages: not API operations, so not in the document
     errors.register(app)
     auth.init_app(app)
+    limits.init_app(app, config.limits)  # after the token check: no body read for strangers
+    operations.init_app(app)  # request log lines, /metrics
     assets = Path(flask_swagger_ui.__file__).parent / "dist"
 
     @app.get(DOCS_ASSETS + "<path:name>")

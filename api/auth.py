@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request
 from flask.typing import ResponseReturnValue
@@ -19,21 +21,31 @@ from api.errors import error_response
 from tracer.config import ApiToken, token_digest
 
 OPEN_PATHS = ("/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs")
+GUARDED_PATHS = ("/metrics",)
+"""Outside /api/ but guarded like it (a `read` token): route names and counts are data."""
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 AUDIT = logging.getLogger("tracer.audit")
 
 
 def init_app(app: Flask) -> None:
     app.before_request(_check_token)
-    app.after_request(_audit)
-    _audit_to_stderr()
+    app.after_request(_audit)  # api.operations makes sure its lines reach stderr
 
 
-def needed_scope(method: str) -> str:
-    """Reading needs `read`, deleting `admin`, any other write `ingest`."""
-    if method in READ_METHODS:
+def needed_scope(method: str, view: Callable[..., Any] | None = None) -> str:
+    """Reading needs `read` (so does a POST marked `read_only`), deleting `admin`, any other
+    write `ingest`. The one rule both the check and the OpenAPI document follow."""
+    if method in READ_METHODS or getattr(view, "tracer_read_only", False):
         return "read"
     return "admin" if method == "DELETE" else "ingest"
+
+
+def read_only(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a POST that only reads (a batch lookup, whose keys would not fit a URL): it
+    needs `read`, like any lookup. The mark survives the decorators above it (functools.wraps
+    copies it)."""
+    view.tracer_read_only = True  # type: ignore[attr-defined]
+    return view
 
 
 def token_name() -> str:
@@ -51,7 +63,8 @@ def _tokens() -> dict[str, ApiToken]:
 def _check_token() -> ResponseReturnValue | None:
     g.token = None
     tokens = _tokens()
-    if not tokens or not request.path.startswith("/api/") or request.path.startswith(OPEN_PATHS):
+    guarded = request.path.startswith("/api/") or request.path in GUARDED_PATHS
+    if not tokens or not guarded or request.path.startswith(OPEN_PATHS):
         return None
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret:
@@ -63,7 +76,7 @@ def _check_token() -> ResponseReturnValue | None:
     if token is None:
         return error_response(401, "unknown token")
     g.token = token
-    needed = needed_scope(request.method)
+    needed = needed_scope(request.method, current_app.view_functions.get(request.endpoint or ""))
     if not token.allows(needed):
         response = error_response(
             403,
@@ -91,16 +104,14 @@ def _audit(response: Response) -> Response:
             request.path,
             response.status_code,
             request.remote_addr,
+            extra={
+                "event": "delete",
+                "token": token_name(),
+                "scope": token.scope if token else None,
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "remote_addr": request.remote_addr,
+            },
         )
     return response
-
-
-def _audit_to_stderr() -> None:
-    """Deletions reach the container's log even where nothing configured logging (gunicorn
-    configures only its own loggers); where logging is configured, it decides."""
-    if AUDIT.handlers or logging.getLogger().handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(name)s] %(message)s"))
-    AUDIT.addHandler(handler)
-    AUDIT.setLevel(logging.INFO)

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import ListArgsSchema, PageSchema, one_of
+from api.schemas import ListArgsSchema, PageSchema, one_of, timestamp
 from tracer.lineage_graph import DATASET, JOB, RECORD
 from tracer.openlineage_in import AssemblyStatus, RunEventIn
 
@@ -107,8 +107,8 @@ class PendingRunSchema(_Strict):
     events = fields.Integer(required=True)
     missing = fields.List(fields.Nested(MissingSchema), required=True)
     errors = fields.List(fields.String(), required=True)
-    created_at = fields.String(allow_none=True, required=True)
-    updated_at = fields.String(allow_none=True, required=True)
+    created_at = timestamp(required=True)
+    updated_at = timestamp(required=True)
 
 
 class PendingPageSchema(PageSchema):

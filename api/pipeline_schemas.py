@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from api.schemas import PageSchema, RunSchema
+from api.schemas import PageSchema, RunSchema, timestamp
 
 
 class _Ordered(Schema):
@@ -29,7 +29,7 @@ class PipelineSummarySchema(_Ordered):
     stages = _names("Stage names, in manifest order")
     traceability = _names("Traceability source names")
     runs = fields.Integer(required=True, metadata={"description": "Runs of every version"})
-    last_run_at = fields.String(allow_none=True, required=True)
+    last_run_at = timestamp(required=True)
 
 
 class PipelinePageSchema(PageSchema):
@@ -40,7 +40,7 @@ class PipelineVersionSchema(_Ordered):
     """One definition as it was posted, and the runs classified with it."""
 
     version = fields.Integer(required=True, metadata={"example": 1})
-    created_at = fields.String(allow_none=True, required=True)
+    created_at = timestamp(required=True)
     key = _names("The lineage key's columns (the same in every version)")
     key_types = fields.Dict(
         keys=fields.String(),
@@ -61,7 +61,7 @@ class PipelineVersionSchema(_Ordered):
 
 class PipelineDetailSchema(_Ordered):
     name = fields.String(required=True)
-    created_at = fields.String(allow_none=True, required=True)
+    created_at = timestamp(required=True)
     latest_version = fields.Integer(required=True)
     runs = fields.Integer(required=True, metadata={"description": "Runs of every version"})
     versions = fields.List(

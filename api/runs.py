@@ -7,15 +7,16 @@ from typing import Any
 import yaml
 from flask import request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 from sqlalchemy import Connection
 
+from api.bodies import YAML_TYPES, load_yaml
 from api.lineage import CSV, csv_response
 from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
 from api.state import connection, state
-from tracer.errors import ManifestError
+from tracer.errors import ManifestError, TracerError
 from tracer.manifest import ManifestSpec, parse_manifest
 from tracer.model import RunStatus
 from tracer.pipelines import pipeline_lookup
@@ -25,7 +26,6 @@ from tracer.store import delete_run, submit_run
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1/runs", description="Pipeline runs")
 
-YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 MANIFEST_BODY = {
     "required": True,
     "description": "A run manifest (see the README): JSON, or YAML with a YAML content type. "
@@ -37,21 +37,40 @@ MANIFEST_BODY = {
 }
 
 
-def _manifest_body() -> Any:
+def _manifest_body() -> dict[str, Any]:
+    """The posted manifest as a mapping: 415 for another media type, 400 for a body that
+    cannot be parsed, 422 (ManifestError) for one that parses but is no manifest.
+
+    api/limits.py has already refused a JSON body too large or too deep; YAML is composed
+    by a loader that stops at the same depth, and its aliases stay shared objects until
+    parse_manifest's bounded walk refuses a bomb (the NUL search is bounded alike)."""
     mimetype = request.mimetype
+    limits = state().config.limits
     if mimetype in YAML_TYPES:
         try:
-            return yaml.safe_load(request.get_data(as_text=True))
+            body = load_yaml(request.get_data(as_text=True), limits.depth)
         except yaml.YAMLError as exc:
-            raise ManifestError(f"request body is not valid YAML: {exc}") from None
-    if mimetype != "application/json":
-        raise ManifestError(
-            f"send the manifest as application/json or application/yaml, not {mimetype!r}"
+            raise TracerError(f"request body is not valid YAML: {_yaml_problem(exc)}") from None
+    elif mimetype == "application/json":
+        body = request.get_json(silent=True)
+        if body is None:
+            raise TracerError("request body is not valid JSON")
+    else:
+        abort(
+            415,
+            message=f"send the manifest as application/json or application/yaml, not "
+            f"{mimetype or 'a body without a Content-Type'}",
         )
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ManifestError("request body is not valid JSON")
+    if not isinstance(body, dict):
+        raise ManifestError("a manifest is a mapping with 'pipeline' and 'run'")
     return body
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem and where, on one line (its str() spans several, with a snippet)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}{where}"
 
 
 @blp.route("")
@@ -81,18 +100,16 @@ class Runs(MethodView):
     @blp.doc(requestBody=MANIFEST_BODY)
     @blp.response(202, RunCreatedSchema)
     @blp.alt_response(
-        400,
+        422,
         schema=ERROR,
-        description="The manifest is invalid or names paths outside the data roots",
+        description="The manifest is invalid or names paths outside the data roots: `errors` "
+        "names every field at fault",
     )
     def post(self) -> dict[str, Any]:
         """Submit a run manifest: validated now, then ingested and classified by the workers."""
         s = state()
-        body = _manifest_body()
-        if not isinstance(body, dict):
-            raise ManifestError("a manifest is a mapping with 'pipeline' and 'run'")
         manifest = parse_manifest(
-            body,
+            _manifest_body(),
             base_dir=s.config.roots[0],
             source="manifest",
             lookup=pipeline_lookup(s.engine),

@@ -7,18 +7,39 @@ against the served document).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 from marshmallow import Schema, fields, validate
 
 from tracer.model import DatasetRole, DatasetStatus, RunStatus
-from tracer.outcomes import Final, Outcome
+from tracer.outcomes import STAGE_OUTCOMES, UNREMARKABLE, Final, Outcome
 from tracer.queries.pages import MAX_LIMIT, MAX_PAGE
+from tracer.reconcile import CELL_NAMES
 
 
 def one_of(values: type[StrEnum]) -> validate.OneOf:
     """An enum's values: validated on input, listed as `enum` in the OpenAPI document."""
     return validate.OneOf([v.value for v in values])
+
+
+def labels(outcomes: Iterable[Outcome | Final]) -> validate.OneOf:
+    """Outcome names, as the API reads and writes them (and the document lists them)."""
+    return validate.OneOf([o.label for o in outcomes])
+
+
+def timestamp(**kwargs: Any) -> fields.String:
+    """A moment as the queries write it (ISO 8601 with its zone): `date-time` in the document."""
+    return fields.String(allow_none=True, metadata={"format": "date-time"}, **kwargs)
+
+
+ANOMALY_OUTCOMES = labels(o for o in Outcome if o not in UNREMARKABLE)
+"""What an anomaly list is asked for: every outcome but the unremarkable bulk of a run."""
+FINAL_OUTCOMES = labels(Final)
+STAGE_OUTCOME = labels(STAGE_OUTCOMES)
+ANY_OUTCOME = labels(Outcome)
+GAP_CELLS = validate.OneOf(list(CELL_NAMES.values()))
 
 
 class _Strict(Schema):
@@ -49,8 +70,8 @@ class RunSchema(_Strict):
     rerun_of = fields.String(allow_none=True, required=True)
     status = fields.String(required=True, validate=one_of(RunStatus))
     error = fields.String(allow_none=True, required=True)
-    created_at = fields.String(allow_none=True, required=True)
-    classified_at = fields.String(allow_none=True, required=True)
+    created_at = timestamp(required=True)
+    classified_at = timestamp(required=True)
 
 
 class PageSchema(_Strict):
@@ -98,12 +119,12 @@ class CauseSchema(_Strict):
     """A cause of a gap cell's keys: the (stage, outcome) that put them there."""
 
     stage = fields.String(allow_none=True, required=True)
-    outcome = fields.String(allow_none=True, required=True)
+    outcome = fields.String(allow_none=True, required=True, validate=STAGE_OUTCOME)
     keys = fields.Integer(required=True)
 
 
 class GapCellSchema(_Strict):
-    cell = fields.String(required=True)
+    cell = fields.String(required=True, validate=GAP_CELLS)
     entered = fields.Boolean(required=True)
     targeted = fields.Boolean(required=True)
     traced = fields.Boolean(required=True)
@@ -191,7 +212,7 @@ class ReasonSchema(_Strict):
 
 class JourneyStageSchema(_Strict):
     stage = fields.String(required=True)
-    outcome = fields.String(required=True)
+    outcome = fields.String(required=True, validate=STAGE_OUTCOME)
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
     rows_dropped_reported = fields.Integer(required=True)
@@ -208,7 +229,7 @@ class AnomalyMetSchema(_Strict):
 class JourneySchema(_Strict):
     run = fields.Nested(RunSchema, required=True)
     key = Key
-    final_outcome = fields.String(required=True)
+    final_outcome = fields.String(required=True, validate=FINAL_OUTCOMES)
     summary = fields.String(
         required=True,
         metadata={
@@ -230,7 +251,7 @@ class StageOutcomeSchema(_Strict):
 class HistoryItemSchema(_Strict):
     run = fields.Nested(RunSchema, required=True)
     key = Key
-    final_outcome = fields.String(required=True)
+    final_outcome = fields.String(required=True, validate=FINAL_OUTCOMES)
     left_at = fields.Nested(
         StageOutcomeSchema,
         allow_none=True,
@@ -251,13 +272,15 @@ JourneyUrl = fields.String(
 class AnomalySchema(_Strict):
     stage = fields.String(required=True)
     key = Key
-    outcome = fields.String(required=True, metadata={"description": "The outcome at the stage"})
+    outcome = fields.String(
+        required=True, validate=ANY_OUTCOME, metadata={"description": "The outcome at the stage"}
+    )
     rows_in = fields.Integer(required=True)
     rows_out = fields.Integer(required=True)
     rows_dropped = fields.Integer(required=True)
     extra_rows = fields.Integer(required=True)
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
-    final_outcome = fields.String(required=True)
+    final_outcome = fields.String(required=True, validate=FINAL_OUTCOMES)
     journey_url = JourneyUrl
 
 
@@ -275,16 +298,19 @@ class GapKeySchema(_Strict):
         allow_none=True, required=True, metadata={"description": "The cause's stage"}
     )
     outcome = fields.String(
-        allow_none=True, required=True, metadata={"description": "The key's outcome there"}
+        allow_none=True,
+        required=True,
+        validate=STAGE_OUTCOME,
+        metadata={"description": "The key's outcome there"},
     )
     reasons = fields.List(fields.Nested(ReasonSchema), required=True)
-    final_outcome = fields.String(required=True)
+    final_outcome = fields.String(required=True, validate=FINAL_OUTCOMES)
     journey_url = JourneyUrl
 
 
 class GapKeysPageSchema(PageSchema):
     run = fields.Nested(RunSchema, required=True)
-    cell = fields.String(required=True)
+    cell = fields.String(required=True, validate=GAP_CELLS)
     reporting = fields.Boolean(required=True)
     stage = fields.String(allow_none=True, required=True)
     outcome = fields.String(allow_none=True, required=True)
@@ -295,8 +321,8 @@ class GapKeysPageSchema(PageSchema):
 class AnomalyArgsSchema(PageArgsSchema):
     outcome = fields.String(
         required=True,
-        validate=validate.OneOf([o.label for o in Outcome]),
-        metadata={"description": "Outcome, or grain_violation"},
+        validate=ANOMALY_OUTCOMES,
+        metadata={"description": "Outcome, or grain_violation (`entered`, `passed`: not listed)"},
     )
     stage = fields.String(metadata={"description": "Only this stage"})
     format = fields.String(
@@ -319,7 +345,7 @@ class GapKeysArgsSchema(PageArgsSchema):
     )
     stage = fields.String(metadata={"description": "Only the keys whose cause is at this stage"})
     outcome = fields.String(
-        validate=validate.OneOf([o.label for o in Outcome]),
+        validate=ANY_OUTCOME,
         metadata={"description": "Only the keys whose cause has this outcome"},
     )
     format = CsvFormat
@@ -471,7 +497,7 @@ class DatasetStatusSchema(_Strict):
     key_count = fields.Integer(allow_none=True)
     duplicate_rows = fields.Integer(allow_none=True)
     fingerprint = fields.String(allow_none=True)
-    ingested_at = fields.String(allow_none=True)
+    ingested_at = timestamp()
 
 
 class RunDetailSchema(RunSchema):
@@ -495,9 +521,9 @@ class JobSchema(_Strict):
     status = fields.String(required=True)
     description = fields.String(allow_none=True)
     run_id = fields.String(allow_none=True)
-    enqueued_at = fields.String(allow_none=True)
-    started_at = fields.String(allow_none=True)
-    ended_at = fields.String(allow_none=True)
+    enqueued_at = timestamp()
+    started_at = timestamp()
+    ended_at = timestamp()
     result = fields.Dict(allow_none=True)
     error = fields.String(allow_none=True)
 
@@ -508,14 +534,8 @@ class PipelineSchema(_Strict):
     stages = fields.List(fields.String(), required=True)
     traceability = fields.List(fields.String(), required=True)
     runs = fields.Integer(required=True)
-    last_run_at = fields.String(allow_none=True)
+    last_run_at = timestamp()
 
 
 class PipelineListSchema(PageSchema):
     items = fields.List(fields.Nested(PipelineSchema), required=True)
-
-
-class HealthSchema(_Strict):
-    ok = fields.Boolean(required=True)
-    postgres = fields.String(required=True)
-    redis = fields.String(required=True)

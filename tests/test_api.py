@@ -167,13 +167,13 @@ def test_errors_share_one_body(posted: tuple[CheckedClient, str]) -> None:
         ("GET", "/api/v1/runs/nope/reconciliation", 404),
         ("GET", f"/api/v1/runs/{run}/journeys/999", 404),
         ("GET", f"/api/v1/runs/{run}/journeys/abc", 400),
-        ("GET", f"/api/v1/runs/{run}/anomalies?outcome=vanished", 422),
+        ("GET", f"/api/v1/runs/{run}/anomalies?outcome=vanished", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=passed", 400),
         ("GET", f"/api/v1/runs/{run}/anomalies?outcome=orphaned&next=%%%", 400),
         ("GET", "/api/v1/jobs/no-such-job", 404),
         ("GET", "/api/v1/jobs/abc%20def", 404),  # an id rq itself would refuse
         ("GET", f"/api/v1/runs/{run}/compare/nope", 404),
-        ("GET", f"/api/v1/runs/{run}/compare/{run}/keys?a=vanished&b=targeted", 422),
+        ("GET", f"/api/v1/runs/{run}/compare/{run}/keys?a=vanished&b=targeted", 400),
         ("GET", f"/api/v1/runs/{run}/gap_cells/nowhere/keys", 400),
         ("GET", f"/api/v1/runs/{run}/journeys?client=18", 400),
         ("GET", "/api/v1/runs?since=yesterday", 400),
@@ -208,10 +208,10 @@ def test_bad_manifests_are_refused_before_anything_is_queued(
         }
     )
     refused = client.post("/api/v1/runs", data=missing, content_type="application/yaml")
-    assert refused.status_code == 400
+    assert refused.status_code == 422  # well-formed, but not a manifest that can be run
     assert any("run.outputs.a" in e for e in refused.get_json()["errors"])
     wrong_type = client.post("/api/v1/runs", data="x", content_type="text/plain")
-    assert wrong_type.status_code == 400
+    assert wrong_type.status_code == 415
     assert queue.count == 0
 
 
@@ -268,7 +268,7 @@ def test_without_redis_jobs_run_in_the_serving_process(
     jobs.engine.cache_clear()
     app = create_app(Config(database_url=database_url, data_roots=(data_root,)))
     client = CheckedClient(app)
-    assert client.get("/api/v1/health").get_json()["redis"].startswith("not configured")
+    assert client.get("/api/v1/health").get_json()["redis"]["configured"] is False
     build = RunBuilder(data_root, engine)
     path = build.manifest([{"name": "a"}], {"a": [{"client_id": 7}]}, run_id="in-process")
     job_ids = client.post("/api/v1/runs", json=manifest_body(path)).get_json()["job_ids"]

@@ -30,7 +30,7 @@ from openlineage.client.generated.output_statistics_output_dataset import (
     OutputStatisticsOutputDatasetFacet as OutputStatistics,
 )
 from openlineage.client.serde import Serde
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
@@ -54,7 +54,7 @@ from tracer.openlineage_out import (
     run_uuid,
 )
 from tracer.queries.reconciliation import reconciliation
-from tracer.tables import openlineage_runs
+from tracer.tables import openlineage_runs, pipelines
 
 SPEC_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
 STAGES = [{"name": "selection"}, {"name": "exclusions"}, {"name": "targets"}]
@@ -748,6 +748,23 @@ def test_pipeline_definitions_map_jobs(engine: Engine, database_url: str, tmp_pa
         "columns": {},
     }  # fmt: skip
     assert manifest.pipeline.spec["stages"][0]["openlineage"]["job"] == "j"
+
+
+def test_pipeline_definitions_are_bounded_like_manifests(engine: Engine) -> None:
+    """A definition is parsed as a manifest is: an alias bomb or deep nesting is refused in
+    bounded time, naming the source, and nothing is registered."""
+    bomb = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb.append("pipeline: {name: bombed, key: client_id, stages: *a9}")
+    deep = "pipeline: " + "[" * 100_000 + "]" * 100_000
+    with engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(pipelines)).scalar_one()
+    for text, fault in (("\n".join(bomb), "more than 100,000 values"), (deep, "nested too")):
+        with pytest.raises(ManifestError) as caught:
+            define_pipeline(engine, text, "defs.yaml")
+        assert caught.value.message.startswith("defs.yaml: ") and fault in caught.value.message
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(pipelines)).scalar_one() == before
 
 
 def test_events_group_by_their_root_run() -> None:

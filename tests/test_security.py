@@ -218,7 +218,7 @@ def test_paths_outside_the_data_roots_are_refused_before_queueing(
         "escape/a.parquet",  # relative, resolved from the root, then the symlink
     ):
         response = client.post("/api/v1/runs", json=manifest(data_root, engine, a=path))
-        assert response.status_code == 400, path
+        assert response.status_code == 422, path
         assert any("outside the data roots" in e for e in response.get_json()["errors"]), path
     queue = Queue(queue_names(api_config)[0], connection=Redis.from_url(api_config.redis_url))
     assert queue.count == 0

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 from rich.console import Console, RenderableType
+from rich.markup import escape
 from sqlalchemy import Engine
 
 from tracer import db, render
@@ -49,14 +50,19 @@ def show(build: Callable[[int], RenderableType]) -> None:
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A TracerError: its message and every problem it lists (each naming its field), exit 2."""
+
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except TracerError as exc:
-            errors.print(f"[bold red]error:[/] {exc.message}", highlight=False)
-            for line in exc.errors if len(exc.errors) > 1 else []:
-                errors.print(f"  - {line}", highlight=False)
+            errors.print(
+                f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
+            if len(exc.errors) > 1 or exc.errors[0] not in exc.message:
+                for line in exc.errors:
+                    errors.print(f"  - {escape(line)}", highlight=False, soft_wrap=True)
             sys.exit(2)
 
     return wrapper

@@ -44,6 +44,39 @@ class ApiToken:
 
 
 @dataclass(frozen=True)
+class RequestLimits:
+    """What the API accepts of one request; anything larger is refused before it costs memory
+    or a deep recursion (api/limits.py), with 413, 414, 431 or 400 naming the limit."""
+
+    body_bytes: int = 1 << 20  # TRACER_MAX_BODY_BYTES: a posted manifest (a real one is KBs)
+    event_bytes: int = 8 << 20  # TRACER_MAX_EVENT_BYTES: an OpenLineage event, gzip undone
+    depth: int = 64  # TRACER_MAX_BODY_DEPTH: nesting of JSON/YAML bodies (events nest ~10)
+    url_bytes: int = 8_000  # TRACER_MAX_URL_BYTES: path + query, as sent (percent-escaped)
+    header_bytes: int = 16_384  # TRACER_MAX_HEADER_BYTES: all request headers together
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RequestLimits:
+        default = cls()
+        return cls(
+            body_bytes=_positive(env, "TRACER_MAX_BODY_BYTES", default.body_bytes),
+            event_bytes=_positive(env, "TRACER_MAX_EVENT_BYTES", default.event_bytes),
+            depth=_positive(env, "TRACER_MAX_BODY_DEPTH", default.depth),
+            url_bytes=_positive(env, "TRACER_MAX_URL_BYTES", default.url_bytes),
+            header_bytes=_positive(env, "TRACER_MAX_HEADER_BYTES", default.header_bytes),
+        )
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive whole number from the environment, or an error naming the variable."""
+    text = (env.get(name) or "").strip().replace("_", "")
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise TracerError(f"{name}={env[name]!r}: expected a positive whole number")
+    return int(text)
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str | None = None
     redis_url: str | None = None
@@ -53,6 +86,11 @@ class Config:
     # Folders the server may read Parquet from; None means the working directory.
     data_roots: tuple[Path, ...] | None = None
     queue_prefix: str = "tracer"
+    # How `tracer serve` and `tracer worker` log (tracer.logs): json or text lines on stderr.
+    log_format: str = "json"
+    log_level: str = "INFO"
+    # Request size limits of the API (TRACER_MAX_*).
+    limits: RequestLimits = field(default_factory=RequestLimits)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -68,11 +106,24 @@ class Config:
             if roots
             else None,
             queue_prefix=env.get("TRACER_QUEUE_PREFIX") or "tracer",
+            log_format=_one_of(env, "TRACER_LOG_FORMAT", "json", ("json", "text")),
+            log_level=_one_of(
+                env, "TRACER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
+            ).upper(),
+            limits=RequestLimits.from_env(env),
         )
 
     @property
     def roots(self) -> tuple[Path, ...]:
         return self.data_roots if self.data_roots is not None else (Path.cwd(),)
+
+
+def _one_of(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    """The variable's value, lower-cased, if it is one of `allowed` (any case)."""
+    value = (env.get(name) or default).strip()
+    if value.lower() not in allowed:
+        raise TracerError(f"{name}={value!r}: expected one of {', '.join(allowed)}")
+    return value.lower()
 
 
 def parse_tokens(text: str) -> dict[str, ApiToken]:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class TracerError(Exception):
-    """Base of every error tracer reports to a user (CLI exit code 2, HTTP 4xx)."""
+    """Base of every error tracer reports to a user (CLI exit code 2, HTTP 4xx).
+
+    `status` is the HTTP answer, by the team's convention: 400 a malformed request (a bad
+    parameter, an unparseable body, a forged pagination token), 404 nothing of that name,
+    409 a conflict with what is stored, 422 a well-formed but invalid manifest or dataset.
+    """
 
     status = 400
 
@@ -17,9 +22,13 @@ class TracerError(Exception):
 class ManifestError(TracerError):
     """The run manifest is invalid; `errors` lists every field at fault."""
 
+    status = 422  # the request was understood; what it says cannot be accepted
+
 
 class IngestError(TracerError):
     """A dataset could not be read or loaded; nothing of it was stored."""
+
+    status = 422
 
     def __init__(self, dataset: str, path: str, message: str, column: str | None = None) -> None:
         where = f"dataset {dataset!r} ({path})"

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, delete, func, insert, update
 from tracer import keys as keymod
 from tracer.chunks import CHUNK_SCHEMA, ChunkKind, duckdb_connection
 from tracer.errors import IngestError
+from tracer.key_checks import check_key_values
 from tracer.model import Dataset, DatasetStatus, Pipeline, StageOutput, TraceDataset
 from tracer.sources import fingerprint, schema_columns
 from tracer.tables import dataset_chunks, datasets
@@ -129,6 +130,7 @@ class _Reader:
         try:
             con.register("src", self.source)
             self._check_key_casts(con)
+            check_key_values(con, self.source, self.dataset, self.pipeline.key_types)
             self._check_no_nul(con)
             try:
                 reader = con.sql(self._query()).to_arrow_reader(_CHUNK_ROWS)

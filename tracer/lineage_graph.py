@@ -73,7 +73,9 @@ def stage_structure(conn: Connection, run: RunInfo) -> tuple[StageGraph, list[di
     problems: list[str] = []
     graph = build_graph([(s["name"], s.get("parents")) for s in spec["stages"]], problems.append)
     if graph is None:  # validated at ingestion: cannot happen for a stored run
-        raise TracerError(f"run {run.run_id!r}: stored stage graph is invalid: {problems}")
+        raise TracerError(
+            f"run {run.run_id!r}: stored stage graph is invalid: {'; '.join(problems)}"
+        )
     return graph, list(spec.get("traceability", []))
 
 

@@ -2,10 +2,12 @@
 
 Parsing and validation only: what it builds is the domain of tracer.model.
 
-Validation reads each dataset's schema (Parquet footers only), so a missing
-path, a missing key column or a key column of the wrong type is refused before
-anything is written. Every problem found is reported at once, each naming the
-manifest field, file or column at fault.
+Validation reads the footer of every Parquet file a dataset path holds (never
+the data), so a missing path, an empty, truncated or corrupt file, a part file
+lacking a key column or typing a column otherwise than its siblings, or a key
+column of the wrong type is refused before anything is written. Names, sizes
+and counts are bounded (tracer.limits). Every problem found is reported at
+once, each naming the manifest field, file or column at fault.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tracer import keys as keymod
 from tracer.errors import ManifestError
 from tracer.graph import StageGraph, build_graph
+from tracer.limits import (
+    MAX_FILES,
+    MAX_GRAIN_COLUMNS,
+    MAX_KEY_COLUMNS,
+    MAX_MANIFEST_BYTES,
+    MAX_MANIFEST_DEPTH,
+    MAX_MANIFEST_NODES,
+    MAX_SOURCES,
+    MAX_STAGES,
+    ColumnName,
+    DatasetPath,
+    Label,
+    Name,
+    nul_field,
+)
 from tracer.model import (
     Dataset,
     DatasetRole,
@@ -34,7 +51,7 @@ from tracer.model import (
     TraceSource,
 )
 from tracer.openlineage_mapping import OpenLineageJob, omit_unmapped
-from tracer.sources import glob_base, open_dataset, resolve_path
+from tracer.sources import glob_base, open_dataset, read_footer, read_footers, resolve_path
 
 
 class _Model(BaseModel):
@@ -46,12 +63,12 @@ def _as_list(value: Any) -> Any:
 
 
 class StageSpec(_Model):
-    name: str = Field(min_length=1)
-    parents: list[str] | None = None
-    grain: list[str] | None = None
+    name: Name
+    parents: list[Name] | None = Field(default=None, max_length=MAX_STAGES)
+    grain: list[ColumnName] | None = Field(default=None, max_length=MAX_GRAIN_COLUMNS)
     fanout: Literal["none", "expected"] = "none"
     split: Literal["copy", "route"] = "copy"
-    columns: dict[str, str] = Field(default_factory=dict)
+    columns: dict[ColumnName, ColumnName] = Field(default_factory=dict, max_length=MAX_KEY_COLUMNS)
     openlineage: OpenLineageJob | None = None  # the job whose output this is (openlineage_in)
 
     _lists = field_validator("grain", "parents", mode="before")(_as_list)
@@ -59,37 +76,39 @@ class StageSpec(_Model):
 
 
 class TraceSpec(_Model):
-    name: str = Field(min_length=1)
+    name: Name
     reported: bool
-    stage: str | None = None
-    stage_column: str | None = None
-    reason_column: str | None = None
-    columns: dict[str, str] = Field(default_factory=dict)
+    stage: Name | None = None
+    stage_column: ColumnName | None = None
+    reason_column: ColumnName | None = None
+    columns: dict[ColumnName, ColumnName] = Field(default_factory=dict, max_length=MAX_KEY_COLUMNS)
     openlineage: OpenLineageJob | None = None  # the job whose output this is (openlineage_in)
 
     _unmapped = omit_unmapped
 
 
 class PipelineSpec(_Model):
-    name: str = Field(min_length=1)
-    key: list[str] = Field(min_length=1)
-    key_types: dict[str, Literal["int64", "string"]] = Field(default_factory=dict)
-    stages: list[StageSpec] = Field(min_length=1)
-    traceability: list[TraceSpec] = Field(default_factory=list)
+    name: Name
+    key: list[ColumnName] = Field(min_length=1, max_length=MAX_KEY_COLUMNS)
+    key_types: dict[ColumnName, Literal["int64", "string"]] = Field(
+        default_factory=dict, max_length=MAX_KEY_COLUMNS
+    )
+    stages: list[StageSpec] = Field(min_length=1, max_length=MAX_STAGES)
+    traceability: list[TraceSpec] = Field(default_factory=list, max_length=MAX_SOURCES)
 
     _key = field_validator("key", mode="before")(_as_list)
 
 
 class RunSpec(_Model):
-    id: str = Field(min_length=1, max_length=200)
-    label: str | None = None
-    rerun_of: str | None = None
-    outputs: dict[str, str]
-    traceability: dict[str, str] = Field(default_factory=dict)
+    id: Name
+    label: Label | None = None
+    rerun_of: Name | None = None
+    outputs: dict[Name, DatasetPath] = Field(max_length=MAX_STAGES)
+    traceability: dict[Name, DatasetPath] = Field(default_factory=dict, max_length=MAX_SOURCES)
 
 
 class ManifestSpec(_Model):
-    pipeline: PipelineSpec | str
+    pipeline: PipelineSpec | Name
     run: RunSpec
 
 
@@ -100,10 +119,33 @@ def load_manifest(path: str | Path, lookup: PipelineLookup | None = None) -> Man
     """Read and validate the manifest file at `path`; relative paths are from its folder."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as stream:
+            data = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ManifestError(f"cannot read manifest {path}: {exc.strerror or exc}") from None
-    return parse_manifest(text, base_dir=path.resolve().parent, source=str(path), lookup=lookup)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ManifestError(
+            f"{path}: a manifest may have at most {MAX_MANIFEST_BYTES:,} bytes; this one has more"
+        )
+    return parse_manifest(
+        decode_text(data, str(path)),
+        base_dir=path.resolve().parent,
+        source=str(path),
+        lookup=lookup,
+    )
+
+
+def decode_text(data: bytes, source: str) -> str:
+    """UTF-8 text, or an error saying where the first byte that is not UTF-8 is."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ManifestError(
+            f"{source}: not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, "
+            f"column {column} (byte {exc.start:,}); save the manifest as UTF-8"
+        ) from None
 
 
 def parse_manifest(
@@ -118,41 +160,131 @@ def parse_manifest(
     With `roots`, every path (after resolving `..` and symlinks, and every file a
     directory or glob holds) must lie under one of them: a server reads nothing else.
     """
-    raw = _parse_text(text, source) if isinstance(text, str) else dict(text)
+    raw = parse_document(text, source) if isinstance(text, str) else dict(text)
+    if not isinstance(text, str):
+        check_size(raw, source)
+    if (field := nul_field(raw, MAX_MANIFEST_NODES)) is not None:  # Postgres cannot store it
+        raise ManifestError(f"{source}: {field} holds a NUL character (U+0000)")
     try:
         spec = ManifestSpec.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestError(
-            f"{source}: invalid manifest", [_pydantic_message(e) for e in exc.errors()]
-        ) from None
+        raise _invalid(source, exc, raw) from None
     pipeline_spec = spec.pipeline
     if isinstance(pipeline_spec, str):
         if lookup is None:
             raise ManifestError(
                 f"{source}: pipeline {pipeline_spec!r} named, but no registry given"
             )
+        name = pipeline_spec
         try:
-            pipeline_spec = PipelineSpec.model_validate(lookup(pipeline_spec))
+            pipeline_spec = PipelineSpec.model_validate(lookup(name))
         except KeyError:
             raise ManifestError(
-                f"{source}: pipeline: no registered pipeline named {pipeline_spec!r}"
+                f"{source}: pipeline: no registered pipeline named {name!r}"
             ) from None
+        except ValidationError as exc:  # registered before today's limits: say so, no traceback
+            problems = [f"pipeline {name!r}: {_pydantic_message(e)}" for e in exc.errors()]
+            head = problems[0] if len(problems) == 1 else f"{len(problems)} problems"
+            raise ManifestError(f"{source}: registered {head}", problems) from None
     return _Validator(pipeline_spec, spec.run, base_dir, source, roots).manifest()
 
 
-def _parse_text(text: str, source: str) -> dict[str, Any]:
+def parse_document(text: str, source: str) -> dict[str, Any]:
+    """YAML or JSON text as a mapping, bounded in size and depth; every way it can be
+    malformed is a ManifestError (manifests and pipeline definitions alike)."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{source}: a manifest may have at most {MAX_MANIFEST_BYTES:,} bytes")
     try:
         data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{source}: not valid YAML or JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ManifestError(
+            f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{source}: not valid YAML{_yaml_where(exc)}") from None
+    except RecursionError:
+        raise ManifestError(
+            f"{source}: nested too deeply (a manifest nests at most {MAX_MANIFEST_DEPTH} levels)"
+        ) from None
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: a manifest is a mapping with 'pipeline' and 'run'")
+    check_size(data, source)
     return data
 
 
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """' (line L, column C): what' from PyYAML's marks, counted from 1 like editors do."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    words = [getattr(exc, "context", None), getattr(exc, "problem", None)]
+    what = ", ".join(w for w in words if w) or str(exc).splitlines()[0]
+    return f"{where}: {what}"
+
+
+def check_size(data: Any, source: str) -> None:
+    """Refuse a document too deep or, YAML aliases expanded, too big to validate.
+
+    PyYAML builds `&a [*b, *b, ...]` chains as shared objects, cheaply; everything after
+    (validation, storing the document as JSON) would expand them. The walk stops at the
+    limit, so even a billion-laughs document costs at most MAX_MANIFEST_NODES steps.
+    """
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_MANIFEST_NODES:
+            raise ManifestError(
+                f"{source}: more than {MAX_MANIFEST_NODES:,} values once YAML aliases are "
+                "expanded; a manifest is far smaller (a YAML alias bomb?)"
+            )
+        if depth > MAX_MANIFEST_DEPTH:
+            raise ManifestError(
+                f"{source}: nested too deeply (a manifest nests at most {MAX_MANIFEST_DEPTH} "
+                "levels)"
+            )
+        if isinstance(value, Mapping):
+            stack.extend((v, depth + 1) for v in value.values())
+            stack.extend((k, depth + 1) for k in value)
+        elif isinstance(value, list | tuple):
+            stack.extend((v, depth + 1) for v in value)
+
+
+def _invalid(source: str, exc: ValidationError, raw: Mapping[str, Any]) -> ManifestError:
+    """Every field at fault, as `pipeline.stages[2].name: what is wrong`.
+
+    `pipeline` is a definition or a registered pipeline's name: only the errors of the
+    alternative the document chose are the user's.
+    """
+    given = raw.get("pipeline")
+    skip = (
+        "PipelineSpec"
+        if isinstance(given, str)
+        else "function-after[check_name(), str]"
+        if isinstance(given, Mapping)
+        else None
+    )
+    problems = []
+    for error in exc.errors():
+        loc = error["loc"]
+        if len(loc) > 1 and loc[0] == "pipeline" and loc[1] == skip:
+            continue
+        problems.append(_pydantic_message(error))
+    head = problems[0] if len(problems) == 1 else f"{len(problems)} problems"
+    return ManifestError(f"{source}: invalid manifest: {head}", problems)
+
+
 def _pydantic_message(error: Mapping[str, Any]) -> str:
-    where = ".".join(str(p) for p in error["loc"] if p not in ("PipelineSpec",))
-    return f"{where}: {error['msg']}"
+    where = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif part == "PipelineSpec" or str(part).startswith("function-after["):
+            continue
+        else:
+            where += f".{part}" if where else str(part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where or 'manifest'}: {message}"
 
 
 class _Validator:
@@ -194,6 +326,7 @@ class _Validator:
         self.raise_if_failed()
         datasets = self.datasets(stages, sources)
         self.raise_if_failed()
+        self.check_grains(datasets)
         key_types = self.key_types(datasets)
         self.raise_if_failed()
         pipeline = Pipeline(
@@ -286,13 +419,16 @@ class _Validator:
         for stage in stages:
             at = f"run.outputs.{stage.name}"
             mapping = stage_specs[stage.name].columns
-            dataset = self.open(stage.name, at, self.run.outputs.get(stage.name), mapping)
+            grain = [mapping.get(c, c) for c in stage.grain]
+            dataset = self.open(stage.name, at, self.run.outputs.get(stage.name), mapping, grain)
             if dataset is not None:
                 out.append(StageOutput(**dataset, stage=stage))
         for source in sources:
             at = f"run.traceability.{source.name}"
             mapping = trace_specs[source.name].columns
-            dataset = self.open(source.name, at, self.run.traceability.get(source.name), mapping)
+            read = [c for c in (source.stage_column, source.reason_column) if c is not None]
+            path = self.run.traceability.get(source.name)
+            dataset = self.open(source.name, at, path, mapping, read)
             if dataset is None:
                 continue
             columns = set(dataset["schema"].names)
@@ -303,14 +439,20 @@ class _Validator:
                 if column is not None and column not in columns:
                     self.fail(
                         f"{at} ({dataset['uri']}): {role} {column!r} is not a column; "
-                        f"columns are {sorted(columns)}"
+                        f"columns are {', '.join(sorted(columns))}"
                     )
             out.append(TraceDataset(**dataset, source=source))
         return out
 
     def open(
-        self, name: str, at: str, path: str | None, mapping: Mapping[str, str]
+        self,
+        name: str,
+        at: str,
+        path: str | None,
+        mapping: Mapping[str, str],
+        wanted: Sequence[str],
     ) -> dict[str, Any] | None:
+        """Open a dataset and check every file's footer; `wanted`: columns it is read by."""
         if path is None:
             self.fail(f"{at}: missing path")
             return None
@@ -326,14 +468,20 @@ class _Validator:
             self.fail(f"{at}: {exc}")
             return None
         except (pa.ArrowException, OSError) as exc:
-            self.fail(f"{at} ({uri}): not readable as Parquet: {exc}")
+            footer = read_footer(uri) if os.path.isfile(uri) else None
+            said = str(exc).removeprefix("Error creating dataset. ")
+            reason = footer if isinstance(footer, str) else f"not readable as Parquet: {said}"
+            self.fail(f"{at} ({uri}): {reason}")
             return None
         key_columns = tuple(mapping.get(c, c) for c in self.p.key)
         for column in key_columns:
             if column not in schema.names:
                 self.fail(
-                    f"{at} ({uri}): key column {column!r} is missing; columns are {schema.names}"
+                    f"{at} ({uri}): key column {column!r} is missing; "
+                    f"columns are {', '.join(schema.names)}"
                 )
+        if not self.check_files(at, uri, opened, [*key_columns, *wanted]):
+            return None
         return {
             "name": name,
             "uri": uri,
@@ -341,6 +489,68 @@ class _Validator:
             "key_columns": key_columns,
             "schema": schema,
         }
+
+    def check_files(self, at: str, uri: str, opened: Any, wanted: Sequence[str]) -> bool:
+        """Every file readable, holding the columns read, with one type per column.
+
+        Otherwise a part file lacking the key would load as null-key rows, and a key
+        typed string in one part and int64 in another would be cast without a word.
+        """
+        if len(opened.files) > MAX_FILES:
+            self.fail(
+                f"{at} ({uri}): {len(opened.files):,} files; a dataset may have {MAX_FILES:,}"
+            )
+            return False
+        parts, problems = read_footers(opened)
+        for problem in problems:
+            self.fail(f"{at}: {problem}")
+        # A column of the dataset in no file's own schema is a hive folder (`branch=LIS/`).
+        physical = {name for part in parts for name in part.schema.names}
+        wanted = [c for c in dict.fromkeys(wanted) if c in physical]
+        types: dict[str, tuple[pa.DataType, str]] = {}
+        ok = not problems
+        for part in parts:
+            missing = [c for c in wanted if c not in part.schema.names]
+            if missing:
+                ok = False
+                self.fail(
+                    f"{at}: {part.path}: column {', '.join(map(repr, missing))} is missing "
+                    f"(the other files of {uri} have it); "
+                    f"columns are {', '.join(part.schema.names)}"
+                )
+            for field in part.schema:
+                first = types.setdefault(field.name, (field.type, part.path))
+                if first[0] != field.type:
+                    ok = False
+                    self.fail(
+                        f"{at}: {part.path}: column {field.name!r} has type {field.type}, "
+                        f"but {first[0]} in {first[1]}; every file of a dataset needs one type"
+                    )
+        return ok
+
+    def check_grains(self, datasets: list[Dataset]) -> None:
+        """A grain column must be in the stage's output or an earlier one's (then it is drift).
+
+        A column in neither is a typo, not a dropped identifier (docs/semantics.md#stage-flags).
+        """
+        outputs = {d.stage.name: d for d in datasets if isinstance(d, StageOutput)}
+        for d in outputs.values():
+            mapping = dict(zip(self.p.key, d.key_columns, strict=True))
+            ancestors, todo = set(), list(d.stage.parents)
+            while todo:
+                parent = todo.pop()
+                if parent not in ancestors:
+                    ancestors.add(parent)
+                    todo.extend(outputs[parent].stage.parents if parent in outputs else ())
+            earlier = {n for a in ancestors if a in outputs for n in outputs[a].schema.names}
+            for column in d.stage.grain:
+                named = mapping.get(column, column)
+                if named not in d.schema.names and named not in earlier:
+                    self.fail(
+                        f"pipeline.stages[{d.stage.name}].grain: column {named!r} is neither in "
+                        f"dataset {d.name!r} ({d.uri}) nor in any earlier stage's output; "
+                        f"columns are {', '.join(d.schema.names)}"
+                    )
 
     def allowed(self, at: str, uri: str, paths: Sequence[str]) -> bool:
         """Inside the data roots, symlinks and `..` resolved (only when roots are configured)."""

@@ -22,13 +22,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, Engine, func, insert, select, text, tuple_, update
 
 from tracer.errors import ManifestError, NotFoundError, TracerError
 from tracer.graph import build_graph
-from tracer.manifest import PipelineSpec, parse_manifest
+from tracer.limits import MAX_LABEL
+from tracer.manifest import PipelineSpec, check_size, parse_document, parse_manifest
 from tracer.model import Pipeline
 from tracer.openlineage_mapping import OpenLineageJob
 from tracer.pipelines import pipeline_lookup, register_pipeline
@@ -260,7 +260,10 @@ def _assemble(
     status, errors, job_ids = AssemblyStatus.PENDING, [], None
     submitted = row.submitted if row is not None else None
     if not missing:
-        run_part = {"id": group, "label": parent[1] if parent else None, **outputs}
+        # The run id is the group's UUID, whose text the name grammar admits (tracer.limits);
+        # the label, the parent job's name, is cut to the length a label may have.
+        label = parent[1][:MAX_LABEL] if parent else None
+        run_part = {"id": group, "label": label, **outputs}
         if row is not None and row.status == AssemblyStatus.QUEUED and row.submitted == run_part:
             status = AssemblyStatus.QUEUED  # the same outputs again: nothing new to load
         else:
@@ -402,10 +405,9 @@ def define_pipeline(engine: Engine, text_or_data: str | Mapping[str, Any], sourc
     events of the jobs it maps can assemble its runs. Returns the pipeline's name."""
     raw: Any = text_or_data
     if isinstance(text_or_data, str):
-        try:
-            raw = yaml.safe_load(text_or_data)  # JSON is YAML
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{source}: not valid YAML or JSON: {exc}") from None
+        raw = parse_document(text_or_data, source)  # bounded: no alias bomb, no deep nesting
+    else:
+        check_size(raw, source)
     if isinstance(raw, dict) and isinstance(raw.get("pipeline"), dict):
         raw = raw["pipeline"]  # a whole manifest: its pipeline part
     if not isinstance(raw, dict):

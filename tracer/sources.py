@@ -10,11 +10,14 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 _GLOB_CHARS = frozenset("*?[")
 _HIVE = ds.HivePartitioning.discover(infer_dictionary=False)
@@ -81,3 +84,48 @@ def fingerprint(dataset: ds.Dataset) -> str:
 def schema_columns(schema: pa.Schema) -> list[dict[str, str]]:
     """The schema as stored with a dataset: for schema drift and for users to read."""
     return [{"name": f.name, "type": str(f.type)} for f in schema]
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """One Parquet file of a dataset, as its footer describes it."""
+
+    path: str
+    schema: pa.Schema
+    rows: int
+
+
+def read_footers(dataset: ds.Dataset) -> tuple[list[PartFile], list[str]]:
+    """Every file's schema and row count from its footer alone, and what is wrong with any.
+
+    Dataset discovery reads only the first file's footer, so a Spark folder whose other
+    part files are empty, truncated or of another schema would only fail (or be cast
+    silently) while its data is read. Footers are a few kB each: reading them all costs
+    little and lets validation name the part file at fault. A problem is "<file>: <what>".
+    """
+    parts: list[PartFile] = []
+    problems: list[str] = []
+    for path in sorted(dataset.files):
+        found = read_footer(path, dataset.filesystem)
+        if isinstance(found, str):
+            problems.append(f"{path}: {found}")
+        else:
+            parts.append(found)
+    return parts, problems
+
+
+def read_footer(path: str, filesystem: pafs.FileSystem | None = None) -> PartFile | str:
+    """One file's footer, or what is wrong with the file (empty, not Parquet, a column twice)."""
+    filesystem = filesystem or pafs.LocalFileSystem()
+    try:
+        if filesystem.get_file_info(path).size == 0:
+            return "is empty (0 bytes), not a Parquet file"
+        with filesystem.open_input_file(path) as stream:
+            metadata = pq.read_metadata(stream)
+        schema = metadata.schema.to_arrow_schema()
+    except (pa.ArrowException, OSError) as exc:
+        return f"not readable as Parquet ({exc})"
+    twice = sorted(name for name, n in Counter(schema.names).items() if n > 1)
+    if twice:
+        return f"column {', '.join(map(repr, twice))} appears twice"
+    return PartFile(path, schema, metadata.num_rows)

@@ -13,7 +13,8 @@ from rq.scripts import release_lock
 from rq.utils import as_text
 from sqlalchemy import Engine
 
-from tracer import db
+from tracer import db, logs
+from tracer.cli_support import handle_errors
 from tracer.config import Config
 from workers.queues import RQDispatcher, queue_names
 from workers.recovery import SWEEP_INTERVAL, Stranded, sweep
@@ -86,13 +87,16 @@ def _dispatcher() -> RQDispatcher:
 @click.command()
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty (batch use).")
 @click.option("--name", help="Worker name (default: rq's host.pid).")
+@handle_errors
 def worker(burst: bool, name: str | None) -> None:
     """Run a worker: ingest and classify jobs from Redis (REDIS_URL).
 
     It also finds runs whose jobs were lost (Redis restarted) or whose worker died, at
     start-up and every TRACER_SWEEP_INTERVAL seconds, and queues their work again.
+    Logs one line per job on stderr, JSON unless TRACER_LOG_FORMAT=text.
     """
     config = _config()
+    logs.configure(config.log_format, config.log_level)
     connection = Redis.from_url(config.redis_url)
     queues = [Queue(name_, connection=connection) for name_ in queue_names(config)]
     TracerWorker(

@@ -25,6 +25,7 @@ from tracer.config import Config
 from tracer.errors import TracerError
 from tracer.openlineage_out import emit_after_classification
 from tracer.store import classify_step, ingest_step, record_failure
+from workers.job_log import logged
 
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 """Worth another try: the server went away, restarted, or refused the connection."""
@@ -37,7 +38,9 @@ def engine() -> Engine:
 
 
 def ingest(dataset_id: int) -> dict[str, Any]:
-    result = _guarded(lambda: ingest_step(engine(), dataset_id), dataset_id=dataset_id)
+    with logged("ingest", engine(), dataset_id=dataset_id) as line:
+        result = _guarded(lambda: ingest_step(engine(), dataset_id), dataset_id=dataset_id)
+        line.update(rows=result.rows, keys=result.keys, skipped=result.skipped)
     return {
         "dataset": result.dataset,
         "skipped": result.skipped,
@@ -47,7 +50,8 @@ def ingest(dataset_id: int) -> dict[str, Any]:
 
 
 def classify(run_pk: int) -> dict[str, Any]:
-    _guarded(lambda: classify_step(engine(), run_pk), run_pk=run_pk)
+    with logged("classify", engine(), run_pk=run_pk):
+        _guarded(lambda: classify_step(engine(), run_pk), run_pk=run_pk)
     emit_after_classification(engine(), run_pk=run_pk)  # only when configured; never raises
     return {"run_pk": run_pk, "classified": True}
 

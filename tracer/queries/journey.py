@@ -33,9 +33,8 @@ def journey(
     k = key_outcomes.c
     row = conn.execute(select(key_outcomes).where(k.run_pk == run.pk, k.key == key)).first()
     if row is None:
-        raise NotFoundError(
-            f"client {dict(zip(run.key, values, strict=True))} has no record in run {run_id!r}"
-        )
+        shown = ", ".join(f"{c}={v}" for c, v in zip(run.key, values, strict=True))
+        raise NotFoundError(f"client {shown} has no record in run {run_id!r}")
     # Only a traced key has reasons: most lookups skip this query.
     reasons = reasons_of(conn, run, [key]) if row.traced else {}
     stages = []
@@ -140,6 +139,10 @@ def history(
         }
         found.append((run.pk, item))
     if not found and not after:
-        shown = list(key_values) if key_values else dict(named or {})
+        shown = (
+            ", ".join(str(v) for v in key_values)
+            if key_values
+            else ", ".join(f"{c}={v}" for c, v in (named or {}).items())
+        )
         raise NotFoundError(f"client {shown} appears in no classified run")
     return page([item for _, item in found], last, scope)

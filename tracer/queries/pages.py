@@ -44,7 +44,7 @@ def decode_token(token: str, scope: Sequence[object], types: Sequence[type]) -> 
     try:
         padded = token + "=" * (-len(token) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # `[[[...`: C's decoder refuses it
         raise invalid from None
     if not isinstance(data, list) or len(data) != len(types) + 1:
         raise invalid

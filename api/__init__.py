@@ -16,6 +16,7 @@ from api import (
     history,
     limits,
     lineage,
+    lookup,
     openapi_doc,
     openlineage,
     operations,
@@ -68,6 +69,7 @@ def create_app(config: Config | None = None) -> Flask:
         history.blp,
         service.blp,
         openlineage.blp,
+        lookup.blp,
     ):
         api.register_blueprint(blueprint)
     app.register_blueprint(web.blp)  # the pages: not API operations, so not in the document

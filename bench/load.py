@@ -11,7 +11,12 @@ and measures it over HTTP on 127.0.0.1 only:
    of random stored runs) with ``wrk`` at each concurrency: requests/s, p50,
    p99, errors (non-2xx plus socket errors);
 2. sequentially, with a keep-alive Python client: the first page of the
-   orphaned-clients list and the reconciliation, p50 and p99.
+   orphaned-clients list and the reconciliation, p50 and p99; a client's history
+   across every stored run (random real ids), p50 and p99;
+3. batch lookups (``POST /api/v1/runs/<run>/clients/lookup``): ``--lookup-keys`` keys a
+   request (the sampled ids, 1% unknown ones among them) as JSON and as a CSV upload,
+   from one client, then from two at once: keys answered per second, p50 and p99 per
+   request, and a check that every key got its answer.
 
 The database is ``DATABASE_URL`` when set (runs already classified there are
 not ingested again, so repeated invocations are fast), otherwise a throwaway
@@ -34,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,7 +116,7 @@ def ingest_runs(api: Any, engine: Any, manifests: list[tuple[str, Path]]) -> Non
 
 
 @contextmanager
-def tracer_server(database_url: str, data_dir: Path, log: Path) -> Iterator[int]:
+def tracer_server(database_url: str, data_dir: Path, log: Path, workers: int) -> Iterator[int]:
     """`tracer serve` in its own process until the block ends; yields its port once healthy."""
     port = free_port(HOST)
     env = {k: v for k, v in os.environ.items() if k != "TRACER_API_TOKENS"}
@@ -118,7 +124,7 @@ def tracer_server(database_url: str, data_dir: Path, log: Path) -> Iterator[int]
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.update(DATABASE_URL=database_url, TRACER_DATA_ROOTS=str(data_dir.resolve()))
     cmd = [sys.executable, "-m", "tracer", "serve", "--host", HOST, "--port", str(port)]
-    cmd += ["--workers", "2"]
+    cmd += ["--workers", str(workers)]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     try:
@@ -142,11 +148,17 @@ def _tail(log: Path, lines: int = 40) -> str:
 
 
 def server_tracebacks(log: Path) -> list[str]:
-    """Tracebacks the server logged (a traceback block runs until the first unindented line)."""
+    """Tracebacks the server logged: a JSON log line's `exc_info`, or a plain-text block (from
+    before logging was set up) running until the first unindented line."""
     found: list[str] = []
     block: list[str] | None = None
     for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("Traceback"):
+        if line.startswith("{") and '"exc_info"' in line:
+            try:
+                found.append(json.loads(line)["exc_info"])
+            except (ValueError, KeyError):
+                found.append(line)
+        elif line.startswith("Traceback"):
             block = [line]
         elif block is not None:
             block.append(line)
@@ -264,14 +276,17 @@ class Sequential:
     requests: int
 
 
-def sequential(port: int, path: str, requests: int, budget_s: float) -> Sequential:
-    """`requests` GETs one after another on one keep-alive connection (stops after `budget_s`)."""
+def sequential(port: int, path: str | list[str], requests: int, budget_s: float) -> Sequential:
+    """`requests` GETs one after another on one keep-alive connection (stops after `budget_s`);
+    several paths are asked in turn."""
+    paths = [path] if isinstance(path, str) else path
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     times: list[float] = []
     errors = 0
     deadline = time.monotonic() + budget_s
     try:
-        for _ in range(requests):
+        for i in range(requests):
+            path = paths[i % len(paths)]
             started = time.perf_counter()
             status, body = get(port, path, conn)
             times.append((time.perf_counter() - started) * 1e3)
@@ -307,6 +322,96 @@ def warm_up(port: int, run_ids: list[str], client_ids: list[int]) -> None:
         conn.close()
 
 
+@dataclass
+class Lookup:
+    body: str
+    clients: int
+    keys_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    keys: int
+
+
+def batch_lookup(
+    port: int,
+    run_id: str,
+    client_ids: list[int],
+    keys: int,
+    requests: int,
+    csv_body: bool,
+    clients: int = 1,
+) -> Lookup:
+    """`requests` POSTs of `keys` keys each (1% of them unknown), from `clients` keep-alive
+    connections at once: keys answered per second of wall time, and each request's time.
+    An answer that is not a 200 or misses a key counts as an error."""
+    ids = [str(i) for i in client_ids[: keys - keys // 100]]
+    ids += [str(-n) for n in range(1, keys - len(ids) + 1)]  # no client has a negative id
+    if csv_body:
+        body, kind = ("client_id\n" + "\n".join(ids) + "\n").encode(), "text/csv"
+        path = f"/api/v1/runs/{quote(run_id, safe='')}/clients/lookup?format=csv"
+    else:
+        body, kind = json.dumps({"keys": ids}).encode(), "application/json"
+        path = f"/api/v1/runs/{quote(run_id, safe='')}/clients/lookup"
+
+    def one_client(count: int) -> tuple[list[float], int]:
+        conn = http.client.HTTPConnection(HOST, port, timeout=120)
+        times: list[float] = []
+        errors = 0
+        try:
+            for _ in range(count):
+                status, answer, took = _post(conn, path, body, kind)
+                times.append(took)
+                answered = (
+                    answer.count(b"\n") - 1
+                    if csv_body
+                    else len(json.loads(answer)["items"])
+                    if status == 200
+                    else 0
+                )
+                if status != 200 or answered != len(ids):
+                    errors += 1
+                    print(f"lookup: HTTP {status}, {answered} answers: {answer[:300]!r}")
+        finally:
+            conn.close()
+        return times, errors
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        done = list(pool.map(one_client, [requests // clients] * clients))
+    elapsed = time.perf_counter() - started
+    times = [t for part, _ in done for t in part]
+    return Lookup(
+        "csv" if csv_body else "json",
+        clients,
+        len(ids) * len(times) / elapsed,
+        _pct(times, 50),
+        _pct(times, 99),
+        sum(errors for _, errors in done),
+        len(times),
+        len(ids),
+    )
+
+
+def _post(
+    conn: http.client.HTTPConnection, path: str, body: bytes, kind: str
+) -> tuple[int, bytes, float]:
+    """(status, body, ms): the server may close an idle keep-alive connection: then again."""
+    for attempt in (1, 2):
+        started = time.perf_counter()
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": kind})
+            response = conn.getresponse()
+            answer = response.read()
+            return response.status, answer, (time.perf_counter() - started) * 1e3
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            conn.close()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -322,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="copies of the run stored")
     parser.add_argument("--requests", type=int, default=200, help="sequential anomaly/reconc. GETs")
     parser.add_argument("--data-dir", type=Path, default=BENCH / "data")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--lookup-keys", type=int, default=10_000, help="keys a batch lookup")
+    parser.add_argument("--lookups", type=int, default=20, help="batch lookups of each body")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if args.runs < 1 or not levels or min(levels) < 1:
@@ -357,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         lua = write_lua(tmp / "journey.lua", run_ids, client_ids)
         log = Path(tempfile.gettempdir()) / f"tracer_load_{os.getpid()}_server.log"
         try:
-            with tracer_server(url, args.data_dir, log) as port:
+            with tracer_server(url, args.data_dir, log, args.workers) as port:
                 print(f"server on {HOST}:{port}, {_server_workers(log)} gunicorn worker(s)")
                 warm_up(port, run_ids, client_ids)
                 for c in levels:
@@ -372,6 +480,19 @@ def main(argv: list[str] | None = None) -> int:
                     budget,
                 )
                 rec = sequential(port, f"/api/v1/runs/{run}/reconciliation", args.requests, budget)
+                hist = sequential(
+                    port,
+                    [f"/api/v1/history/{i}" for i in client_ids[: args.requests]],
+                    args.requests,
+                    budget,
+                )
+                lookups = [
+                    batch_lookup(
+                        port, run_ids[0], client_ids, args.lookup_keys, args.lookups, csv_body, n
+                    )
+                    for n in (1, 2)
+                    for csv_body in (False, True)
+                ]
         finally:
             traces = server_tracebacks(log) if log.exists() else []
             for trace in traces:
@@ -388,10 +509,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.concurrency:>11}{r.rps:>10.1f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}"
             f"{r.errors:>8}{r.requests:>10}"
         )
-    for name, s in (("anomalies (orphaned, first 100)", anomalies), ("reconciliation", rec)):
+    sequentials = (
+        ("anomalies (orphaned, first 100)", anomalies),
+        ("reconciliation", rec),
+        (f"history ({args.runs} runs)", hist),
+    )
+    for name, s in sequentials:
         print(
             f"{name:<32} p50 {s.p50_ms:8.2f} ms  p99 {s.p99_ms:8.2f} ms  "
             f"({s.requests} sequential, {s.errors} errors)"
+        )
+    for lk in lookups:
+        name = f"batch lookup, {lk.body}, {lk.clients} client(s)"
+        print(
+            f"{name:<32} {lk.keys_per_s:,.0f} keys/s; {lk.keys:,} keys a request: "
+            f"p50 {lk.p50_ms:.1f} ms, p99 {lk.p99_ms:.1f} ms ({lk.requests} requests, "
+            f"{lk.errors} errors)"
         )
     summary = {
         "clients": args.clients,
@@ -407,9 +540,17 @@ def main(argv: list[str] | None = None) -> int:
         "reconciliation_p50_ms": round(rec.p50_ms, 3),
         "reconciliation_p99_ms": round(rec.p99_ms, 3),
         "reconciliation_errors": rec.errors,
+        "history_p50_ms": round(hist.p50_ms, 3),
+        "history_p99_ms": round(hist.p99_ms, 3),
+        "history_errors": hist.errors,
+        "lookup": [
+            {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(lk).items()}
+            for lk in lookups
+        ],
     }
     print(json.dumps(summary))
-    failed = any(r.errors for r in journeys) or anomalies.errors or rec.errors
+    failed = any(r.errors for r in [*journeys, *lookups]) or anomalies.errors or rec.errors
+    failed = failed or hist.errors
     return 1 if failed else 0
 
 

@@ -18,7 +18,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine
 
-from tracer import cli_investigate, cli_lineage, db, render
+from tracer import cli_investigate, cli_lineage, cli_lookup, db, render
 from tracer.cli_support import (
     engine_of,
     errors,
@@ -396,5 +396,6 @@ def _workdir(directory: Path | None) -> Iterator[Path]:
 
 main.add_command(cli_lineage.graph)
 main.add_command(cli_lineage.openlineage)
+main.add_command(cli_lookup.where)
 for command in cli_investigate.COMMANDS:
     main.add_command(command)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import Connection, select, text, tuple_
 
 from tracer.errors import NotFoundError, TracerError
 from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
-from tracer.queries.common import load_run, parse_time, run_columns, run_info
+from tracer.queries.common import RunInfo, load_run, parse_time, run_columns, run_info
 from tracer.queries.explain import left_at, reasons_of, summary
 from tracer.queries.key_input import key_values as resolve_key
 from tracer.queries.key_input import matches
 from tracer.queries.pages import MAX_PAGE, check_limit, decode_token, page
-from tracer.tables import key_outcomes, pipelines, runs
+from tracer.tables import pipelines, runs
 
 
 def journey(
@@ -27,19 +28,15 @@ def journey(
 
     The key is given by position (`key_values`) or by column name (`named`).
     """
-    run = load_run(conn, run_id)
-    values = resolve_key(run.key, key_values, named)
-    key = run.encode_key(values)
-    k = key_outcomes.c
-    row = conn.execute(select(key_outcomes).where(k.run_pk == run.pk, k.key == key)).first()
+    run, values, key, row = _run_and_key(conn, run_id, key_values, named)
     if row is None:
         shown = ", ".join(f"{c}={v}" for c, v in zip(run.key, values, strict=True))
         raise NotFoundError(f"client {shown} has no record in run {run_id!r}")
     # Only a traced key has reasons: most lookups skip this query.
-    reasons = reasons_of(conn, run, [key]) if row.traced else {}
+    reasons = reasons_of(conn, run, [key]) if row.key_traced else {}
     stages = []
     met = []
-    cells = parse_stage_cells(row.stages)
+    cells = parse_stage_cells(row.key_stages)
     for index, (name, cell) in enumerate(zip(run.stages, cells, strict=True)):
         if cell is None:
             continue
@@ -59,18 +56,107 @@ def journey(
             met.append({"stage": name, "anomaly": cell.outcome.label})
         if cell.grain_violation:
             met.append({"stage": name, "anomaly": Outcome.GRAIN_VIOLATION.label})
-    final = Final(row.final)
+    final = Final(row.key_final)
     return {
         "run": run.header(),
         "key": run.decode_key(key),
         "final_outcome": final.label,
         "summary": summary(run, final, stages),
-        "entered": row.entered,
-        "traced": row.traced,
+        "entered": row.key_entered,
+        "traced": row.key_traced,
         "stages": stages,
         # The final outcome itself is not an anomaly met on the way.
         "anomalies": [m for m in met if not _is_final(m, final.label, stages)],
     }
+
+
+_RUN_AND_KEY = text(
+    f"""
+    SELECT {", ".join(f"r.{c.name}" for c in run_columns())}, p.name AS pipeline_name,
+           k.final AS key_final, k.entered AS key_entered, k.traced AS key_traced,
+           k.stages AS key_stages
+    FROM runs AS r
+    JOIN pipelines AS p ON p.id = r.pipeline_id
+    LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = :key
+    WHERE r.run_id = :run_id
+    """
+)
+_LAST_SEEN: dict[str, RunInfo] = {}
+"""run id -> the run as last read: a guess at its pk and layout, checked by the statement
+it serves (runs are immutable once classified, but can be deleted and posted again)."""
+_LAST_SEEN_LOCK = threading.Lock()
+
+
+def _run_and_key(
+    conn: Connection,
+    run_id: str,
+    key_values: Sequence[object] | None,
+    named: Mapping[str, object] | None,
+) -> tuple[RunInfo, list[object], str, Any]:
+    """(run, key values, stored key, the key's row or None): the run's row and the key's in
+    one round trip. Encoding the key needs the run's key types, and reading it the run's
+    partition: both come from the last answer for this run id, and the same statement
+    reads them back; if they changed (another run under the id), it is read again."""
+    guess = _LAST_SEEN.get(run_id)
+    for _ in range(2):
+        if guess is None:
+            guess = _remember(load_run(conn, run_id))
+        try:
+            values = resolve_key(guess.key, key_values, named)
+            key = guess.encode_key(values)
+        except TracerError:
+            fresh = load_run(conn, run_id)
+            if _same(fresh, guess):
+                raise  # the key is at fault, not a stale guess
+            guess = _remember(fresh)
+            continue
+        found = conn.execute(_RUN_AND_KEY, {"run_id": run_id, "pk": guess.pk, "key": key})
+        row = found.first()
+        if row is None:
+            _forget(run_id)
+            raise NotFoundError(f"run {run_id!r} not found")
+        run = run_info(row)
+        if run.classified_at is None:
+            raise TracerError(f"run {run_id!r} is {run.status}, not classified yet")
+        if _same(run, guess):
+            return run, values, key, row if row.key_final is not None else None
+        guess = _remember(run)
+    raise AssertionError("unreachable: the second read asks with what the first answered")
+
+
+_KEY_IN_RUNS = text(
+    """
+    SELECT q.pk, k.final, k.stages
+    FROM unnest(CAST(:pks AS integer[]), CAST(:keys AS text[])) AS q(pk, key)
+    JOIN key_outcomes AS k ON k.run_pk = q.pk AND k.key = q.key COLLATE "C"
+    """
+)
+
+
+def _key_in_runs(conn: Connection, wanted: list[tuple[RunInfo, str]]) -> dict[int, Any]:
+    """run pk -> (final, stages) of the key in each run that holds it: one round trip for
+    every run (each (run, key) pair probes that run's partition once)."""
+    if not wanted:
+        return {}
+    params = {"pks": [run.pk for run, _ in wanted], "keys": [key for _, key in wanted]}
+    return {pk: (final, stages) for pk, final, stages in conn.execute(_KEY_IN_RUNS, params)}
+
+
+def _same(run: RunInfo, guess: RunInfo) -> bool:
+    return (run.pk, run.layout) == (guess.pk, guess.layout)
+
+
+def _remember(run: RunInfo) -> RunInfo:
+    with _LAST_SEEN_LOCK:
+        if len(_LAST_SEEN) >= 4096:  # runs come and go: forget the oldest
+            del _LAST_SEEN[next(iter(_LAST_SEEN))]
+        _LAST_SEEN[run.run_id] = run
+    return run
+
+
+def _forget(run_id: str) -> None:
+    with _LAST_SEEN_LOCK:
+        _LAST_SEEN.pop(run_id, None)
 
 
 def _is_final(met: dict[str, str], final: str, stages: list[dict[str, Any]]) -> bool:
@@ -111,31 +197,31 @@ def history(
     if after:
         created, pk = decode_token(after, scope, (str, int))
         query = query.where(tuple_(runs.c.created_at, runs.c.pk) < tuple_(parse_time(created), pk))
-    found: list[tuple[int, dict[str, Any]]] = []
-    last = None
-    k = key_outcomes.c
+    candidates: list[tuple[RunInfo, str]] = []
     for row in conn.execute(query.order_by(runs.c.created_at.desc(), runs.c.pk.desc())):
         run = run_info(row)
         if named and not matches(run.key, named):
             continue
         try:
-            key = run.encode_key(resolve_key(run.key, key_values, named))
+            candidates.append((run, run.encode_key(resolve_key(run.key, key_values, named))))
         except TracerError:  # another pipeline's key: other arity or type
             continue
-        hit = conn.execute(
-            select(k.final, k.stages).where(k.run_pk == run.pk, k.key == key)
-        ).first()
-        if hit is None:
+    hits = _key_in_runs(conn, candidates)
+    found: list[tuple[int, dict[str, Any]]] = []
+    last = None
+    for run, key in candidates:
+        if run.pk not in hits:
             continue
         if len(found) == limit:  # one more run holds the key: the page ends here
             last_pk, last_item = found[-1]
             last = (last_item["run"]["created_at"], last_pk)
             break
+        final, stages = hits[run.pk]
         item = {
             "run": run.header(),
             "key": run.decode_key(key),
-            "final_outcome": Final(hit.final).label,
-            "left_at": left_at(run, parse_stage_cells(hit.stages)),
+            "final_outcome": Final(final).label,
+            "left_at": left_at(run, parse_stage_cells(stages)),
         }
         found.append((run.pk, item))
     if not found and not after:

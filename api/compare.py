@@ -16,6 +16,7 @@ from api.schemas import (
     CompareKeysPageSchema,
     ComparisonSchema,
     RunDetailSchema,
+    csv_alternative,
 )
 from api.schemas import ErrorSchema as ERROR
 from api.state import connection
@@ -45,13 +46,7 @@ def get_comparison(run_a: str, run_b: str) -> dict[str, Any]:
 @blp.route("/runs/<run_a>/compare/<run_b>/keys")
 @blp.arguments(CompareKeysArgsSchema, location="query")
 @blp.response(200, CompareKeysPageSchema)
-@blp.alt_response(
-    200,
-    success=True,
-    description="With format=csv: the whole cell as CSV, a header row first",
-    content_type="text/csv",
-    schema={"type": "string"},
-)
+@blp.alt_response(200, success=True, **csv_alternative("the whole cell as CSV, a header row first"))
 @blp.alt_response(400, schema=ERROR, description="Runs of different pipelines or keys")
 @blp.alt_response(404, schema=ERROR, description="No such run")
 def get_compare_keys(args: dict[str, Any], run_a: str, run_b: str) -> Any:

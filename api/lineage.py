@@ -26,6 +26,7 @@ from api.schemas import (
     JourneySchema,
     KeyArgsSchema,
     ReconciliationSchema,
+    csv_alternative,
 )
 from api.schemas import ErrorSchema as ERROR
 from api.state import connection
@@ -38,12 +39,7 @@ from tracer.queries.reconciliation import reconciliation
 
 blp = Blueprint("lineage", __name__, url_prefix="/api/v1/runs", description="Where clients went")
 
-CSV = {
-    "description": "With format=csv: the whole list as CSV, a header row first (also when "
-    "the list is empty)",
-    "content_type": "text/csv",
-    "schema": {"type": "string"},
-}
+CSV = csv_alternative("the whole list as CSV, a header row first (also when the list is empty)")
 
 
 def absolute(path: str) -> str:

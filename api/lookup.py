@@ -23,7 +23,7 @@ from marshmallow import Schema, fields, validate
 from api.auth import read_only
 from api.lineage import journey_urls, safe_name
 from api.schemas import ErrorSchema as ERROR
-from api.schemas import Key, ReasonSchema, RunSchema, StageOutcomeSchema, _Strict
+from api.schemas import Key, ReasonSchema, RunSchema, StageOutcomeSchema, _Strict, csv_alternative
 from api.state import connection
 from tracer.errors import TracerError
 from tracer.outcomes import Final
@@ -135,13 +135,7 @@ REQUEST_BODY = {
 @blp.arguments(LookupArgsSchema, location="query")
 @blp.doc(requestBody=REQUEST_BODY)
 @blp.response(200, LookupSchema)
-@blp.alt_response(
-    200,
-    success=True,
-    description="With format=csv: one row per key, a header row first",
-    content_type="text/csv",
-    schema={"type": "string"},
-)
+@blp.alt_response(200, success=True, **csv_alternative("one row per key, a header row first"))
 @blp.alt_response(400, schema=ERROR, description="A malformed body, or malformed keys (named)")
 @blp.alt_response(404, schema=ERROR, description="No such run")
 @blp.alt_response(413, schema=ERROR, description=f"More than {core.MAX_KEYS:,} keys")

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
@@ -53,3 +55,31 @@ def serving(app: Any) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def tracer_serve(
+    env: dict[str, str], stderr: Path, *args: str, timeout: float = 30
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`tracer serve` (gunicorn) on a free loopback port with `env`, its stderr in a file;
+    yields the process and the port once /health answers, and stops it (SIGTERM, then
+    SIGKILL) after the block."""
+    port = free_port()
+    with stderr.open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tracer", "serve", "--host", "127.0.0.1", "--port", str(port),
+             *args],
+            env=env, stdout=subprocess.DEVNULL, stderr=sink,
+        )  # fmt: skip
+    try:
+        try:
+            wait_healthy(f"http://127.0.0.1:{port}/api/v1/health", process, timeout=timeout)
+        except RuntimeError as exc:
+            raise AssertionError(f"server did not start: {exc}\n{stderr.read_text()}") from None
+        yield process, port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -19,8 +19,6 @@ import json
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import REDIS_URL
-from tests.harness import free_port, serving, wait_healthy
+from tests.harness import serving, tracer_serve
 from tests.pipelines import RunBuilder
 from tracer.config import RequestLimits
 
@@ -541,31 +539,16 @@ def test_configured_limits_apply(api_config: Any, engine: Engine) -> None:
 
 
 @pytest.fixture
-def gunicorn(database_url: str, engine: Engine, data_root: Path) -> Iterator[tuple[str, int]]:
+def gunicorn(
+    database_url: str, engine: Engine, data_root: Path, tmp_path: Path
+) -> Iterator[tuple[str, int]]:
     """`tracer serve` (gunicorn) on a free port, on the test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACER_")}
     env.update(DATABASE_URL=database_url, REDIS_URL=REDIS_URL,
                TRACER_QUEUE_PREFIX=f"tracer-hostile-{uuid.uuid4().hex[:8]}",
                TRACER_DATA_ROOTS=str(data_root), TRACER_LOG_FORMAT="text")  # fmt: skip
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tracer", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}/api/v1/health", process, timeout=30)
-        except RuntimeError as exc:
-            process.terminate()
-            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise AssertionError(f"server did not start: {exc}\n{stderr}") from None
+    with tracer_serve(env, tmp_path / "stderr") as (_, port):
         yield "127.0.0.1", port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 class _Answer:

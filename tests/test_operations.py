@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from tests.conftest import REDIS_URL
-from tests.harness import free_port, wait_healthy
+from tests.harness import free_port, tracer_serve
 from tests.openapi_check import CheckedClient
 from tests.pipelines import RunBuilder
 from tracer import logs
@@ -465,29 +465,9 @@ def gunicorn(database_url: str, engine: Engine, tmp_path: Path) -> Iterator[dict
         TRACER_QUEUE_PREFIX=f"tracer-ops-{uuid.uuid4().hex[:8]}",
         TMPDIR=str(tmp),
     )
-    port = free_port()
     err = tmp_path / "stderr"
-    with err.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tracer", "serve", "--port", str(port), "--workers", "2"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    base = f"http://127.0.0.1:{port}"
-    info = {"base": base, "stderr": err, "tmp": tmp, "process": process}
-    try:
-        try:
-            wait_healthy(f"{base}/api/v1/health", process, timeout=20)
-        except RuntimeError as exc:
-            raise AssertionError(f"server did not start: {exc}\n{err.read_text()}") from None
-        yield info
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with tracer_serve(env, err, "--workers", "2", timeout=20) as (process, port):
+        yield {"base": f"http://127.0.0.1:{port}", "stderr": err, "tmp": tmp, "process": process}
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, Any]:

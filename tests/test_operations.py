@@ -197,12 +197,8 @@ def test_a_failed_job_logs_its_error(
     assert detail["error"].endswith(failed["error"])
 
 
-def test_a_real_worker_process_writes_json_job_lines(
-    app: Any, api_config: Config, data_root: Path, engine: Engine, tmp_path: Path
-) -> None:
-    client = CheckedClient(app)
-    run_id = f"ops-worker-{uuid.uuid4().hex[:6]}"
-    jobs = client.post("/api/v1/runs", json=_body(data_root, engine, run_id)).get_json()
+def _burst_worker(api_config: Config, data_root: Path) -> subprocess.CompletedProcess[str]:
+    """`tracer worker --burst` on the test's queues, as deployed: a process of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRACER_")}
     env.update(
         DATABASE_URL=str(api_config.database_url),
@@ -218,6 +214,16 @@ def test_a_real_worker_process_writes_json_job_lines(
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_real_worker_process_writes_json_job_lines(
+    app: Any, api_config: Config, data_root: Path, engine: Engine, tmp_path: Path
+) -> None:
+    client = CheckedClient(app)
+    run_id = f"ops-worker-{uuid.uuid4().hex[:6]}"
+    jobs = client.post("/api/v1/runs", json=_body(data_root, engine, run_id)).get_json()
+    done = _burst_worker(api_config, data_root)
     lines = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{")]
     assert lines, done.stderr
     job_lines = [x for x in lines if x["logger"] == "tracer.job"]
@@ -228,6 +234,24 @@ def test_a_real_worker_process_writes_json_job_lines(
     assert sum(x.get("rows", 0) for x in job_lines) == len(A_ROWS + B_ROWS + T_ROWS)
     assert any(x["logger"].startswith("rq.") for x in lines)  # rq's own lines are JSON too
     assert client.get(f"/api/v1/runs/{run_id}").get_json()["status"] == "classified"
+
+
+def test_a_real_worker_logs_bad_data_without_a_traceback(
+    app: Any, api_config: Config, data_root: Path, engine: Engine
+) -> None:
+    """A job failed by bad data is an outcome the job's line explains, not a crash."""
+    client = CheckedClient(app)
+    run_id = f"ops-bad-{uuid.uuid4().hex[:6]}"
+    body = _body(data_root, engine, run_id, bad_stage=True)
+    assert client.post("/api/v1/runs", json=body).status_code == 202
+    done = _burst_worker(api_config, data_root)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [json.loads(x) for x in done.stderr.splitlines() if x.startswith("{")]
+    [failed] = [x for x in lines if x["logger"] == "tracer.job" and x["outcome"] == "failed"]
+    assert "'nowhere'" in failed["error"]
+    said = [x for x in lines if x["logger"].startswith("rq.") and "failed: " in x["message"]]
+    assert said and "'nowhere'" in said[0]["message"] and "exc_info" not in said[0]
+    assert client.get(f"/api/v1/runs/{run_id}").get_json()["status"] == "failed"
 
 
 # -- /metrics --------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import logging
 import click
 from redis import Redis
 from rq import Queue, Worker
+from rq.job import Job
+from rq.job_lifecycle import call_exception_handlers
 from rq.scheduler import RQScheduler
 from rq.scripts import release_lock
 from rq.utils import as_text
@@ -16,6 +18,7 @@ from sqlalchemy import Engine
 from tracer import db, logs
 from tracer.cli_support import handle_errors
 from tracer.config import Config
+from tracer.errors import TracerError
 from workers.queues import RQDispatcher, queue_names
 from workers.recovery import SWEEP_INTERVAL, Stranded, sweep
 
@@ -33,6 +36,16 @@ class TracerWorker(Worker):
 
     _engine: Engine | None = None
     _sweeper: RQDispatcher | None = None
+
+    def handle_exception(self, job: Job, *exc_info: object) -> None:
+        """Bad data (a TracerError: the job's own log line and the run's error name the
+        file, column and row) is an outcome, not a crash: one line, no traceback. Anything
+        else keeps rq's traceback. Either way rq's handlers record the failure."""
+        if not isinstance(exc_info[1], TracerError):
+            super().handle_exception(job, *exc_info)
+            return
+        self.log.warning("Worker %s: job %s failed: %s", self.name, job.id, exc_info[1].message)
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
     def run_maintenance_tasks(self) -> None:
         self._release_dead_scheduler_locks()

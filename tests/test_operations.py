@@ -340,17 +340,24 @@ def test_metrics_are_open_with_an_open_api_and_need_read_with_tokens(
 
 
 def test_metrics_without_redis_report_the_in_process_jobs(
-    database_url: str, data_root: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    database_url: str,
+    data_root: Path,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from api import create_app
     from workers import jobs
 
+    caplog.set_level(logging.INFO, logger="tracer.job")
     monkeypatch.setenv("DATABASE_URL", database_url)
     jobs.engine.cache_clear()
     app = create_app(Config(database_url=database_url, data_roots=(data_root,)))
     client = app.test_client()
     run_id = f"ops-inproc-{uuid.uuid4().hex[:6]}"
-    assert client.post("/api/v1/runs", json=_body(data_root, engine, run_id)).status_code == 202
+    posted = client.post("/api/v1/runs", json=_body(data_root, engine, run_id))
+    assert posted.status_code == 202
+    ids = posted.get_json()["job_ids"]
     deadline = time.monotonic() + 30
     while True:  # the jobs run on the app's own thread: until all four have finished
         samples = _samples(client.get("/metrics").get_data(as_text=True))
@@ -372,6 +379,8 @@ def test_metrics_without_redis_report_the_in_process_jobs(
         "error": "not configured (in-process jobs)",
     }
     assert health["queue"] == {"backlog": 0, "started": 0, "failed": 0, "workers": 1}
+    logged = [x["job_id"] for x in _json_lines(caplog.records, "tracer.job")]
+    assert sorted(logged) == sorted([*ids["ingest"], ids["classify"]])  # GET /jobs/{id} ids
     jobs.engine.cache_clear()
 
 

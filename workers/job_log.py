@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,9 @@ class Classification:
     ended: datetime
 
 
+IN_PROCESS_JOB: ContextVar[str | None] = ContextVar("in_process_job", default=None)
+"""The id the in-process dispatcher gave the job running on this thread (rq has its own)."""
+
 last_classification: Classification | None = None
 """Kept for /metrics when jobs run in the serving process (rq keeps its own record)."""
 
@@ -44,7 +48,7 @@ def logged(
     """Time the block and log its outcome; the block adds its figures to the dict it gets."""
     global last_classification
     job = get_current_job()
-    line: dict[str, Any] = {"job_id": job.id if job else None, "kind": kind}
+    line: dict[str, Any] = {"job_id": job.id if job else IN_PROCESS_JOB.get(), "kind": kind}
     line.update(_subject(engine, dataset_id, run_pk))
     if line["run_id"] is None and job is not None:
         line["run_id"] = job.meta.get("run_id")
@@ -55,7 +59,7 @@ def logged(
         line.update(outcome="failed", error=_message(exc), duration_ms=_ms(started))
         line["will_retry"] = bool(job is not None and job.retries_left)
         log.error(
-            "%s job %s failed after %.0f ms%s: %s%s", kind, line["job_id"] or "(in-process)",
+            "%s job %s failed after %.0f ms%s: %s%s", kind, line["job_id"],
             line["duration_ms"], _about(line), line["error"],
             " (will be retried)" if line["will_retry"] else "",
             extra=line,
@@ -66,7 +70,7 @@ def logged(
         last_classification = Classification(line["duration_ms"] / 1000, datetime.now(UTC))
     figures = f": {line['rows']:,} rows, {line['keys']:,} keys" if "rows" in line else ""
     log.info(
-        "%s job %s succeeded in %.0f ms%s%s", kind, line["job_id"] or "(in-process)",
+        "%s job %s succeeded in %.0f ms%s%s", kind, line["job_id"],
         line["duration_ms"], _about(line), figures,
         extra=line,
     )  # fmt: skip

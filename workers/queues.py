@@ -28,6 +28,7 @@ from tracer.config import Config
 from tracer.queries.common import iso
 from tracer.store import Submitted, queued_runs
 from workers import jobs
+from workers.job_log import IN_PROCESS_JOB
 
 RETRY = Retry(max=3, interval=[2, 10, 30])
 INGEST, CLASSIFY = "ingest", "classify"
@@ -227,12 +228,15 @@ class InProcessDispatcher:
 
     def _run(self, job: _Local, fn: Any, *args: Any) -> None:
         job.status = JobStatus.STARTED.value
+        named = IN_PROCESS_JOB.set(job.id)  # the job's log line names it, as rq's do
         try:
             job.result = fn(*args)
             job.status = JobStatus.FINISHED.value
         except Exception as exc:  # a job's failure is data for GET /jobs, not a crash
             job.status = JobStatus.FAILED.value
             job.error = _last_line(traceback.format_exception_only(exc)[-1]) or str(exc)
+        finally:
+            IN_PROCESS_JOB.reset(named)
 
     def status(self, job_id: str) -> dict[str, Any] | None:
         job = self.jobs.get(job_id)

@@ -3,8 +3,10 @@
 Every case is a folder holding its Parquet files and `manifest.yaml` (or raw bytes),
 plus what tracer must answer: refused at validation (CLI exit 2, HTTP 4xx), refused
 by the ingestion job (CLI exit 2, a failed run through the API), or accepted as
-docs/semantics.md says. `expect` lists what the message must name: the manifest
-field, the file, the column, the row.
+docs/semantics.md says: refused key values (#keys, "Refused values"), null keys counted,
+not refused (#keys, "Null keys"), a grain column that is a typo refused while one an
+earlier stage had is drift (#stage-flags, `grain_violation`). `expect` lists what the
+message must name: the manifest field, the file, the column, the row.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@ table instead of a second copy, and one key index serves every lookup by key.
 
 The answers must not depend on where a group is stored: the same run classified with
 every group stored and with every group left to `key_outcomes` lists the same items,
-page by page.
+page by page. The contract is docs/semantics.md: the anomaly list (#outcomes: every
+(S, k) whose outcome is neither `entered` nor `passed`, and every grain violation, with
+rows in, out, dropped and extra rows), gap-cell keys in cause order (#causes), and the
+cells of a comparison (#comparing-runs).
 """
 
 from __future__ import annotations

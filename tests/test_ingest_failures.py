@@ -160,3 +160,20 @@ def test_a_run_id_reused_with_another_pipeline_definition_is_refused(
     )
     with pytest.raises(ConflictError, match="another definition"):
         ingest_manifest(engine, load_manifest(path))
+
+
+def test_a_nul_in_a_reason_fails_naming_the_source_and_column(
+    build: RunBuilder, engine: Engine
+) -> None:
+    """Postgres text cannot hold NUL: a reason holding one is refused, not half stored."""
+    build.run(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]})
+    spec = {"reported": True, "stage": "b", "reason_column": "reason"}
+    rows = [{"client_id": 3, "reason": "credit\x00default"}]
+    path = build.manifest(STAGES, {"a": CLIENTS[:5], "b": CLIENTS[:2]}, trace={"t": (spec, rows)})
+    before = snapshot(engine)
+    with pytest.raises(IngestError) as failure:
+        ingest_manifest(engine, load_manifest(path))
+    message = failure.value.message
+    assert "dataset 't'" in message and "column 'reason'" in message, message
+    assert "NUL" in message and "'credit\\x00default'" in message, message
+    assert snapshot(engine) == before

@@ -28,6 +28,7 @@ from tracer import keys as keymod
 from tracer.chunks import CHUNK_SCHEMA, ChunkKind, duckdb_connection
 from tracer.errors import IngestError
 from tracer.key_checks import check_key_values
+from tracer.limits import describe
 from tracer.model import Dataset, DatasetStatus, Pipeline, StageOutput, TraceDataset
 from tracer.sources import fingerprint, schema_columns
 from tracer.tables import dataset_chunks, datasets
@@ -131,7 +132,7 @@ class _Reader:
             con.register("src", self.source)
             self._check_key_casts(con)
             check_key_values(con, self.source, self.dataset, self.pipeline.key_types)
-            self._check_no_nul(con)
+            self._check_reason_nul(con)
             try:
                 reader = con.sql(self._query()).to_arrow_reader(_CHUNK_ROWS)
                 # DuckDB hands out batches per thread, often small: regroup into full chunks.
@@ -162,24 +163,23 @@ class _Reader:
             ).fetchone()
             if bad is not None:
                 raise self.fail(
-                    f"value {bad[0]!r} is not an integer, but the key is declared int64",
+                    f"value {describe(bad[0])} is not an integer, but the key is declared int64",
                     column,
                 )
 
-    def _check_no_nul(self, con: duckdb.DuckDBPyConnection) -> None:
-        """A NUL character in a key or a reason: Postgres text cannot hold it, so say where."""
-        columns = list(self.dataset.key_columns)
-        if isinstance(self.dataset, TraceDataset) and self.dataset.source.reason_column:
-            columns.append(self.dataset.source.reason_column)
-        for column in columns:
-            if keymod.type_family(self.dataset.schema.field(column).type) != "string":
-                continue
-            col = keymod.quote_ident(column)
-            bad = con.execute(
-                f"SELECT {col} FROM src WHERE strpos({col}, chr(0)) > 0 LIMIT 1"
-            ).fetchone()
-            if bad is not None:
-                raise self.fail(f"value {bad[0]!r} contains a NUL character", column)
+    def _check_reason_nul(self, con: duckdb.DuckDBPyConnection) -> None:
+        """A NUL character in a reason: Postgres text cannot hold it, so say where. (Keys
+        were checked for every control character by `check_key_values`.)"""
+        if not isinstance(self.dataset, TraceDataset) or not self.dataset.source.reason_column:
+            return
+        column = self.dataset.source.reason_column
+        if keymod.type_family(self.dataset.schema.field(column).type) != "string":
+            return
+        col = keymod.quote_ident(column)
+        found = f"SELECT {col} FROM src WHERE strpos({col}, chr(0)) > 0 LIMIT 1"
+        bad = con.execute(found).fetchone()
+        if bad is not None:
+            raise self.fail(f"value {describe(bad[0])} contains a NUL character", column)
 
     def _query(self) -> str:
         """Rows and distinct grains per key, by nested grouping.

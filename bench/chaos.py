@@ -153,10 +153,12 @@ def undisturbed(engine: Engine, manifest: Path) -> tuple[int, dict[str, float]]:
     return submitted.run_pk, seconds
 
 
+_WITH_STAGES = "key_outcomes k JOIN key_patterns p ON p.run_pk = k.run_pk AND p.pattern = k.pattern"
+"""Each key with its stages' text: pattern numbers are the run's own."""
 _COMPARED = {
-    "key_outcomes": "SELECT key, final, entered, targeted, traced, traced_reported, stages, "
+    "key_outcomes": "SELECT key, final, entered, targeted, traced, traced_reported, p.stages, "
     "cause_stage, cause_outcome, reporting_cause_stage, reporting_cause_outcome "
-    "FROM key_outcomes WHERE run_pk = {pk}",
+    f"FROM {_WITH_STAGES} WHERE k.run_pk = {{pk}}",
     "anomalies": "SELECT outcome, stage, key, rows_in, rows_out, rows_dropped "
     "FROM anomalies WHERE run_pk = {pk}",
     "key_reasons": "SELECT r.key, r.stage, d.role, d.name, r.reason, r.rows FROM key_reasons r "
@@ -190,8 +192,8 @@ def key_outcome_rows(engine: Engine, run_pk: int) -> list[tuple[Any, ...]]:
             tuple(r)
             for r in conn.execute(
                 text(
-                    "SELECT key, final, entered, targeted, traced, traced_reported, stages "
-                    "FROM key_outcomes WHERE run_pk = :pk ORDER BY key"
+                    "SELECT key, final, entered, targeted, traced, traced_reported, p.stages "
+                    f"FROM {_WITH_STAGES} WHERE k.run_pk = :pk ORDER BY key"
                 ),
                 {"pk": run_pk},
             )

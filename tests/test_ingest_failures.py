@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from tests.pipelines import RunBuilder
 from tracer.errors import ConflictError, IngestError, ManifestError
 from tracer.manifest import load_manifest
-from tracer.store import ingest_manifest
+from tracer.store import classify_step, ingest_manifest, ingest_step, submit_run
 
 CLIENTS = [{"client_id": i, "segment": f"s{i % 7}", "score": i * 1.5} for i in range(1, 20_001)]
 STAGES = [{"name": "a"}, {"name": "b"}]
@@ -113,40 +113,72 @@ def test_string_key_that_is_not_an_integer_under_an_int64_key(
     assert failure.value.column == "client_id" and "'x7'" in str(failure.value)
 
 
-def test_unchanged_files_are_not_loaded_twice_and_a_changed_one_is_replaced(
-    build: RunBuilder, engine: Engine
-) -> None:
-    path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="reingest")
-    ingest_manifest(engine, load_manifest(path))
+def _ingested_at(engine: Engine, run_id: str) -> dict[str, object]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT d.name, d.ingested_at FROM datasets d JOIN runs r ON r.pk = d.run_pk "
+                "WHERE r.run_id = :run"
+            ),
+            {"run": run_id},
+        )
+        return dict(rows.all())
 
-    def ingested_at() -> dict[str, object]:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT d.name, d.ingested_at FROM datasets d JOIN runs r ON r.pk = d.run_pk "
-                    "WHERE r.run_id = 'reingest'"
-                )
-            )
-            return dict(rows.all())
 
-    first = ingested_at()
-    ingest_manifest(engine, load_manifest(path))
-    assert ingested_at() == first  # same fingerprints: nothing reloaded
-    pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")
-    ingest_manifest(engine, load_manifest(path))
-    second = ingested_at()
-    assert second["a"] == first["a"] and second["b"] != first["b"]
-    assert build.report("reingest")["stages"][1]["outcomes"]["orphaned"] == 2
+def _chunks(engine: Engine, run_id: str) -> dict[str, int]:
+    """Keys in the stored chunks of each dataset of the run."""
     with engine.connect() as conn:
         stored = conn.execute(
             text(
-                "SELECT c.data, d.key_count FROM dataset_chunks c "
+                "SELECT d.name, c.data FROM dataset_chunks c "
                 "JOIN datasets d ON d.id = c.dataset_id JOIN runs r ON r.pk = d.run_pk "
-                "WHERE r.run_id = 'reingest' AND d.name = 'b'"
-            )
+                "WHERE r.run_id = :run"
+            ),
+            {"run": run_id},
         ).all()
-    chunk_keys = sum(pq.read_table(pa.BufferReader(row.data)).num_rows for row in stored)
-    assert (chunk_keys, stored[0].key_count) == (8, 8)  # replaced, not appended
+    out: dict[str, int] = {}
+    for name, data in stored:
+        out[name] = out.get(name, 0) + pq.read_table(pa.BufferReader(data)).num_rows
+    return out
+
+
+def test_a_run_posted_again_unchanged_is_not_read_again_and_a_change_rereads_it(
+    build: RunBuilder, engine: Engine
+) -> None:
+    """One pass keeps no chunks: the same files are not read again, and a changed file makes
+    the run read whole again (its other datasets too), with the answers of the new files."""
+    path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="reingest")
+    ingest_manifest(engine, load_manifest(path))
+    first = _ingested_at(engine, "reingest")
+    assert _chunks(engine, "reingest") == {}  # the run's rows per key stayed in the pass
+    ingest_manifest(engine, load_manifest(path))
+    assert _ingested_at(engine, "reingest") == first  # same fingerprints: nothing reloaded
+    pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")
+    ingest_manifest(engine, load_manifest(path))
+    second = _ingested_at(engine, "reingest")
+    assert second["a"] != first["a"] and second["b"] != first["b"]
+    assert build.report("reingest")["stages"][1]["outcomes"]["orphaned"] == 2
+
+
+def test_jobs_reuse_only_the_chunks_they_stored(build: RunBuilder, engine: Engine) -> None:
+    """The per-dataset path skips an unchanged dataset by reusing its chunks; after a one-pass
+    ingestion there are none, so a job reads the dataset rather than trust its fingerprint."""
+    path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="by-jobs")
+    ingest_manifest(engine, load_manifest(path))
+    pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")
+    submitted = submit_run(engine, load_manifest(path))
+    results = [ingest_step(engine, dataset_id) for dataset_id in submitted.dataset_ids]
+    assert [r.skipped for r in results] == [False, False]  # `a` unchanged, but no chunks
+    classify_step(engine, submitted.run_pk)
+    assert build.report("by-jobs")["stages"][1]["outcomes"]["orphaned"] == 2
+    assert _chunks(engine, "by-jobs") == {"a": 10, "b": 8}
+    pq.write_table(pa.Table.from_pylist(CLIENTS[:9]), path.parent / "b.parquet")
+    submitted = submit_run(engine, load_manifest(path))
+    results = [ingest_step(engine, dataset_id) for dataset_id in submitted.dataset_ids]
+    assert [r.skipped for r in results] == [True, False]  # `a`'s chunks are stored now
+    classify_step(engine, submitted.run_pk)
+    assert build.report("by-jobs")["stages"][1]["outcomes"]["orphaned"] == 1
+    assert _chunks(engine, "by-jobs") == {"a": 10, "b": 9}  # replaced, not appended
 
 
 def test_a_run_id_reused_with_another_pipeline_definition_is_refused(

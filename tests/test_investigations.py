@@ -172,12 +172,14 @@ def test_0004_backfills_causes_codes_and_cells(scratch: Engine, tmp_path: Path) 
         },
     )
     columns = (
-        "key, codes, cause_stage, cause_outcome, reporting_cause_stage, reporting_cause_outcome"
+        "k.key, p.codes, cause_stage, cause_outcome, reporting_cause_stage, "
+        "reporting_cause_outcome FROM key_outcomes k JOIN key_patterns p "
+        "ON p.run_pk = k.run_pk AND p.pattern = k.pattern"
     )
 
     def stored() -> tuple[list[Any], Any]:
         with scratch.connect() as conn:
-            rows = conn.execute(text(f"SELECT {columns} FROM key_outcomes ORDER BY key")).all()
+            rows = conn.execute(text(f"SELECT {columns} ORDER BY k.key")).all()
             cells = conn.execute(text("SELECT gap_cells FROM runs")).scalar()
         return [tuple(r) for r in rows], cells
 

@@ -190,9 +190,18 @@ def test_unchanged_cells_page_through_the_lean_indexes(build: RunBuilder) -> Non
             assert all(i["first_difference"] is None for i in page["items"])
 
 
-def test_0007_keeps_stored_runs_answering(scratch: Engine, tmp_path: Path) -> None:
-    """A run stored under 0004's indexes answers the same after 0007, and after going back."""
-    db.upgrade(scratch, "0004")
+_KEYS_WITH_STAGES = (
+    "SELECT k.key, p.stages, p.codes, k.final FROM key_outcomes k "
+    "JOIN key_patterns p ON p.run_pk = k.run_pk AND p.pattern = k.pattern ORDER BY k.key"
+)
+
+
+def test_going_down_to_0004_and_up_keeps_stored_runs_answering(
+    scratch: Engine, tmp_path: Path
+) -> None:
+    """A stored run survives 0008 and 0007 both ways: under 0004 every key holds its stages
+    and codes again (what the code of then reads), and back at head it answers the same."""
+    db.upgrade(scratch)
     run = varied(RunBuilder(tmp_path, scratch), "lean-migrated")
 
     def answers() -> list[Any]:
@@ -206,17 +215,22 @@ def test_0007_keeps_stored_runs_answering(scratch: Engine, tmp_path: Path) -> No
 
     before = answers()
     assert all(before)
+    with scratch.connect() as conn:
+        keys = [tuple(r) for r in conn.execute(text(_KEYS_WITH_STAGES))]
+        patterns = conn.execute(text("SELECT count(*) FROM key_patterns")).scalar()
+    assert len(keys) > patterns > 5  # keys share patterns
+    command.downgrade(db.alembic_config(scratch), "0004")
+    with scratch.connect() as conn:
+        stored = "SELECT key, stages, codes, final FROM key_outcomes ORDER BY key"
+        assert [tuple(r) for r in conn.execute(text(stored))] == keys
     db.upgrade(scratch)
     assert answers() == before
     with scratch.connect() as conn:
+        assert [tuple(r) for r in conn.execute(text(_KEYS_WITH_STAGES))] == keys
         indexes = conn.execute(
             text("SELECT indexdef FROM pg_indexes WHERE tablename = 'key_outcomes'")
         ).scalars()
         assert sum("WHERE" in i for i in indexes) == 3  # the cell and final indexes, partial
-    command.downgrade(db.alembic_config(scratch), "0004")
-    assert answers() == before
-    db.upgrade(scratch)
-    assert answers() == before
 
 
 def test_going_below_0007_stores_every_group_again(

@@ -54,7 +54,8 @@ def test_autogenerate_leaves_stored_runs_alone(scratch: Engine, tmp_path: Path) 
     tables = inspect(scratch).get_table_names()
     partitions = sorted(t for t in tables if is_run_partition(t))
     assert partitions == [
-        "anomalies_r1", "dataset_chunks_r1", "key_outcomes_r1", "key_reasons_r1"
+        "anomalies_r1", "dataset_chunks_r1", "key_outcomes_r1", "key_patterns_r1",
+        "key_reasons_r1",
     ]  # fmt: skip
     _check(scratch)
     inspector = inspect(scratch)

@@ -196,8 +196,10 @@ def test_outcomes_and_totals_obey_the_contract(
     with engine.connect() as conn:
         stored = conn.execute(
             text(
-                "SELECT k.key, k.stages, k.final FROM key_outcomes k "
-                "JOIN runs r ON r.pk = k.run_pk WHERE r.run_id = :run"
+                "SELECT k.key, p.stages, k.final FROM key_outcomes k "
+                "JOIN runs r ON r.pk = k.run_pk "
+                "JOIN key_patterns p ON p.run_pk = k.run_pk AND p.pattern = k.pattern "
+                "WHERE r.run_id = :run"
             ),
             {"run": run},
         ).all()

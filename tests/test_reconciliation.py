@@ -9,7 +9,7 @@ from tests.pipelines import RunBuilder
 from tracer.errors import NotFoundError, TracerError
 from tracer.queries.anomalies import anomalies, gap_keys
 from tracer.queries.journey import history
-from tracer.store import delete_run
+from tracer.store import classify_step, delete_run, ingest_step, stored_manifest, submit_run
 
 
 def only(*ids: int) -> list[dict[str, int]]:
@@ -161,7 +161,12 @@ def test_delete_run_drops_its_partitions_and_chunks(build: RunBuilder) -> None:
     run = gap_run(build)
     with build.engine.connect() as conn:
         pk = conn.execute(text("SELECT pk FROM runs WHERE run_id = :r"), {"r": run}).scalar()
-    names = [f"{t}_r{pk}" for t in ("key_outcomes", "anomalies", "key_reasons")]
+        manifest = stored_manifest(conn, pk)
+    submitted = submit_run(build.engine, manifest)  # posted again, as jobs: chunks are stored
+    for dataset_id in submitted.dataset_ids:
+        ingest_step(build.engine, dataset_id)
+    classify_step(build.engine, pk)
+    names = [f"{t}_r{pk}" for t in ("key_outcomes", "anomalies", "key_reasons", "key_patterns")]
 
     def stored() -> tuple[int, int]:
         with build.engine.connect() as conn:
@@ -177,7 +182,7 @@ def test_delete_run_drops_its_partitions_and_chunks(build: RunBuilder) -> None:
             ).scalar()
         return tables, chunks
 
-    assert stored() == (3, 4)  # three run partitions, one chunk per dataset
+    assert stored() == (4, 4)  # four run partitions, one chunk per dataset
     delete_run(build.engine, run)
     assert stored() == (0, 0)
     with pytest.raises(NotFoundError):

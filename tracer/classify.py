@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 
-from tracer.chunks import ChunkKind, duckdb_connection
+from tracer.chunks import ChunkKind, LocalChunks, duckdb_connection
 from tracer.model import DatasetRole, Pipeline, RunStatus, Stage
 from tracer.outcomes import (
     COUNT_VARIABLES,
@@ -62,6 +62,7 @@ from tracer.tables import (
     dataset_chunks,
     datasets,
     key_outcomes,
+    key_patterns,
     key_reasons,
     runs,
     stage_summaries,
@@ -79,14 +80,22 @@ _NO_ROWS = (
 )
 
 
-def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
-    """Recompute every outcome of the run from its ingested datasets, atomically."""
+def classify_run(
+    conn: Connection, run_pk: int, pipeline: Pipeline, local: LocalChunks | None = None
+) -> None:
+    """Recompute every outcome of the run from its ingested datasets, atomically: from their
+    chunks in `local` for a run ingested in one pass, else from `dataset_chunks`."""
     rows = conn.execute(
         select(datasets.c.id, datasets.c.role, datasets.c.name).where(datasets.c.run_pk == run_pk)
     ).all()
     conn.execute(text("SET LOCAL maintenance_work_mem = '512MB'"))  # index builds at attach
     with tempfile.TemporaryDirectory(prefix="tracer-classify-") as tmp:
-        spilled = _spill_chunks(conn, run_pk, [r.id for r in rows], Path(tmp))
+        if local is None:
+            spilled = _spill_chunks(conn, run_pk, [r.id for r in rows], Path(tmp))
+            duck = classify_connection(Path(tmp))
+        else:
+            spilled = {r.id: [str(r.id)] for r in rows}  # the dataset's rows in `chunks`
+            duck = local.duck
         files = _RunFiles(
             outputs={
                 pipeline.stage(r.name).index: spilled.get(r.id, [])
@@ -97,9 +106,8 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
                 f for r in rows if r.role == DatasetRole.TRACEABILITY for f in spilled.get(r.id, [])
             ],
             int_keys=tuple(pipeline.key_types) == ("int64",),
+            local=local is not None,
         )
-        duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
-        duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
         try:
             _classify(duck, pipeline, files)
             summaries = _stage_summaries(conn, duck, run_pk, pipeline)
@@ -109,9 +117,10 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
                 conn,
                 (key_outcomes, tables["key_outcomes"]),
                 duck,
-                _key_outcomes_select(pipeline, run_pk),
+                _key_outcomes_select(run_pk),
                 _KEY_OUTCOME_COLUMNS,
             )
+            _copy(conn, (key_patterns, tables["key_patterns"]), duck, _key_patterns_select(run_pk))
             dense = dense_groups(summaries, keys)
             _copy(
                 conn,
@@ -123,11 +132,12 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
             # Statistics now, not when autovacuum gets to it: the first questions asked of
             # a fresh run (gap-cell and comparison pages, the reasons of a batch lookup:
             # without them a reasons query scans the whole partition) are planned with them.
-            for name in (tables["key_outcomes"], tables["anomalies"], tables["key_reasons"]):
+            for name in tables.values():
                 conn.execute(text(f"ANALYZE {name}"))
             totals, cells = run_totals(duck, summaries)
         finally:
-            duck.close()
+            if local is None:
+                duck.close()
     attach_loaded_tables(conn, run_pk)
     conn.execute(delete(stage_summaries).where(stage_summaries.c.run_pk == run_pk))
     conn.execute(insert(stage_summaries), summaries)
@@ -144,22 +154,38 @@ def classify_run(conn: Connection, run_pk: int, pipeline: Pipeline) -> None:
     )
 
 
+def classify_connection(folder: Path) -> duckdb.DuckDBPyConnection:
+    """The DuckDB a classification runs in, spilling to `folder` beyond its memory limit."""
+    duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
+    duck.execute(f"SET temp_directory = '{folder / 'spill'}'")
+    return duck
+
+
 @dataclass(frozen=True)
 class _RunFiles:
-    outputs: dict[int, list[str]]  # stage index -> its output's chunk files
+    outputs: dict[int, list[str]]  # stage index -> its output's chunk files (or dataset ids)
     traces: list[str]
     # A one-column int64 key: joined as BIGINT inside DuckDB (hashing and comparing integers
     # instead of text took a third off the per-key join at 1M clients), written as text.
     int_keys: bool = False
+    local: bool = False  # dataset ids in LocalChunks, not Parquet files
 
     @property
     def every(self) -> list[str]:
         return [f for files in self.outputs.values() for f in files] + self.traces
 
-    def read(self, files: list[str]) -> str:
-        """The chunk files as a relation, with keys typed as the classifier joins them."""
-        relation = _read(files)
-        if self.int_keys:
+    def read(self, files: list[str], typed: bool = True) -> str:
+        """The chunks as a relation, with keys typed as the classifier joins them (`typed`)."""
+        if not files:
+            relation = _NO_ROWS
+        elif self.local:
+            relation = (
+                f"(SELECT * FROM {LocalChunks.TABLE} WHERE dataset_id IN ({', '.join(files)}))"
+            )
+        else:
+            quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            relation = f"read_parquet([{quoted}])"
+        if typed and self.int_keys:
             return f"(SELECT * REPLACE (CAST(key AS BIGINT) AS key) FROM {relation})"
         return relation
 
@@ -191,7 +217,44 @@ def _columns(i: int) -> dict[str, str]:
         "drop": f"(drop_reported_{i} + drop_operational_{i})",
         "grains": f"grains_{i}",
         "outcome": f"outcome_{i}",
+        "over": f"over_grain_{i}",  # 1 where out > grains: a grain violation
     }
+
+
+def _all_columns(pipeline: Pipeline) -> list[dict[str, str]]:
+    return [_columns(s.index) for s in pipeline.stages]
+
+
+def _pattern_columns(pipeline: Pipeline) -> list[str]:
+    """What a key's pattern is made of: its outcome and counts at every stage."""
+    return [
+        c[name]
+        for c in _all_columns(pipeline)
+        for name in ("outcome", "in", "out", "drop_rep", "drop_ops", "over")
+    ]
+
+
+def _patterns(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline) -> None:
+    """Table `patterns`: the distinct per-stage patterns of the run's keys, numbered from 1,
+    with their text as `key_patterns` stores it; and each key's number in `key_finals`."""
+    columns = ", ".join(_pattern_columns(pipeline))
+    cells = [
+        f"CASE WHEN {c['outcome']} = 0 THEN '' ELSE concat_ws(',', {c['outcome']}, {c['in']}, "
+        f"{c['out']}, {c['drop_rep']}, {c['drop_ops']}, {c['over']}) END"
+        for c in _all_columns(pipeline)
+    ]
+    codes = ", ".join(f"chr(64 + {c['outcome']})" for c in _all_columns(pipeline))
+    duck.execute(
+        f"CREATE TABLE patterns AS SELECT row_number() OVER (ORDER BY {columns})::INTEGER "
+        f"AS pattern, *, concat_ws(';', {', '.join(cells)}) AS stages, concat({codes}) AS codes "
+        f"FROM (SELECT DISTINCT {columns} FROM key_finals)"
+    )
+    duck.execute(
+        "CREATE TABLE key_patterned AS SELECT key_finals.*, patterns.pattern "
+        f"FROM key_finals JOIN patterns USING ({columns})"
+    )
+    duck.execute("DROP TABLE key_finals")
+    duck.execute("ALTER TABLE key_patterned RENAME TO key_finals")
 
 
 def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
@@ -211,9 +274,12 @@ def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFi
     _step(duck, "key_stage_outcomes", "key_inputs", [
         f"{_outcome_expr(s)} AS {_columns(s.index)['outcome']}" for s in pipeline.stages
     ])  # fmt: skip
+    over = [f"({c['out']} > {c['grains']})::INTEGER AS {c['over']}" for c in _all_columns(pipeline)]
     _step(duck, "key_finals", "key_stage_outcomes", [
-        *_final_columns(pipeline), *_cause_columns(pipeline, False), *_cause_columns(pipeline, True)
+        *_final_columns(pipeline), *_cause_columns(pipeline, False),
+        *_cause_columns(pipeline, True), *over,
     ])  # fmt: skip
+    _patterns(duck, pipeline)
 
 
 def _step(duck: duckdb.DuckDBPyConnection, table: str, source: str, columns: list[str]) -> None:
@@ -271,7 +337,7 @@ def _final_columns(pipeline: Pipeline) -> list[str]:
         f"WHEN {c['in']} >= 1 AND {c['out']} = 0 THEN {_final_of(c['outcome'])}"
         for c in (_columns(s.index) for s in reversed(pipeline.stages))
     )
-    columns = [_columns(s.index) for s in pipeline.stages]
+    columns = _all_columns(pipeline)
     traced = " + ".join(c["drop"] for c in columns)
     reported = " + ".join(c["drop_rep"] for c in columns)
     return [
@@ -292,7 +358,7 @@ def _cause_columns(pipeline: Pipeline, reporting: bool) -> list[str]:
     and traced: the first stage a traceability row (a reported one, for the reporting gap)
     is attributed to. Not entered: the first stage where the key has an outcome.
     """
-    columns = [_columns(s.index) for s in pipeline.stages]
+    columns = _all_columns(pipeline)
 
     def first(condition: str, order: list[int]) -> str:
         whens = " ".join(f"WHEN {condition.format(**columns[i])} THEN {i}" for i in order)
@@ -315,14 +381,6 @@ def _cause_columns(pipeline: Pipeline, reporting: bool) -> list[str]:
 
 TEXT_KEY = "CAST(key AS VARCHAR)"
 """A key of `key_finals` as stored: the encoded text (tracer.keys), whichever type joined."""
-
-
-def _read(files: list[str]) -> str:
-    """The chunk files as a relation (an empty one, typed alike, when there are none)."""
-    if not files:
-        return _NO_ROWS
-    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    return f"read_parquet([{quoted}])"
 
 
 def _present(stage: Stage) -> str:
@@ -405,32 +463,24 @@ def _final_of(outcome: str) -> str:
 
 _CAUSES = ("cause_stage", "cause_outcome", "reporting_cause_stage", "reporting_cause_outcome")
 _KEY_OUTCOME_COLUMNS = (
-    "run_pk", "key", "final", "entered", "targeted", "traced", "traced_reported", "stages",
-    "codes", *_CAUSES,
+    "run_pk", "key", "final", "entered", "targeted", "traced", "traced_reported", "pattern",
+    *_CAUSES,
 )  # fmt: skip
 """The columns `_key_outcomes_select` gives, in its order: COPY names them, so a column
 another migration adds to the table cannot shift them."""
 
 
-def _key_outcomes_select(pipeline: Pipeline, run_pk: int) -> str:
-    """One row per key; its stages encoded as tracer.outcomes.parse_stage_cells reads them,
-    their outcome codes once more as one letter each (`codes`), its gap causes."""
-    cells = [
-        f"CASE WHEN {c['outcome']} = 0 THEN '' ELSE concat_ws(',', {c['outcome']}, {c['in']}, "
-        f"{c['out']}, {c['drop_rep']}, {c['drop_ops']}, ({c['out']} > {c['grains']})::INTEGER) END"
-        for c in (_columns(s.index) for s in pipeline.stages)
-    ]
-    codes = (
-        "concat("
-        + ", ".join(f"chr(64 + {_columns(s.index)['outcome']})" for s in pipeline.stages)
-        + ")"
-    )
+def _key_outcomes_select(run_pk: int) -> str:
+    """One row per key: its final outcome, its pattern (`key_patterns`), its gap causes."""
     return f"""
 SELECT {int(run_pk)} AS run_pk, {TEXT_KEY} AS key, final, entered, targeted, traced,
-       traced_reported, concat_ws(';', {", ".join(cells)}) AS stages, {codes} AS codes,
-       {", ".join(_CAUSES)}
+       traced_reported, pattern, {", ".join(_CAUSES)}
 FROM key_finals
 """
+
+
+def _key_patterns_select(run_pk: int) -> str:
+    return f"SELECT {int(run_pk)} AS run_pk, pattern, stages, codes FROM patterns"
 
 
 DENSE_SHARE = 0.02
@@ -481,7 +531,8 @@ def _anomalies_select(
 
 
 def _reasons_select(run_pk: int, files: _RunFiles) -> str:
-    return f"SELECT {int(run_pk)}, key, stage, dataset_id, reason, rows FROM {_read(files.traces)}"
+    relation = files.read(files.traces, typed=False)
+    return f"SELECT {int(run_pk)}, key, stage, dataset_id, reason, rows FROM {relation}"
 
 
 _ARROW_TYPES: dict[type, pa.DataType] = {

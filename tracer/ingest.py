@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Connection, delete, func, insert, update
 
 from tracer import keys as keymod
-from tracer.chunks import CHUNK_SCHEMA, ChunkKind, duckdb_connection
+from tracer.chunks import CHUNK_SCHEMA, ChunkKind, LocalChunks, duckdb_connection
 from tracer.errors import IngestError
 from tracer.key_checks import check_key_values
 from tracer.limits import describe
@@ -55,13 +55,14 @@ def ingest_dataset(
     pipeline: Pipeline,
     previous_fingerprint: str | None = None,
     progress: Progress | None = None,
+    local: LocalChunks | None = None,
 ) -> IngestResult:
-    """Load `dataset` as dataset row `dataset_id`, unless its content is unchanged."""
-    try:
-        source = dataset.open()
-        digest = fingerprint(source)
-    except (OSError, pa.ArrowException) as exc:
-        raise IngestError(dataset.name, dataset.uri, f"cannot read: {exc}") from None
+    """Load `dataset` as dataset row `dataset_id`, unless its content is unchanged.
+
+    Its chunks go to `dataset_chunks`, or to `local` for a run ingested in one pass (which
+    stores none: its earlier ones, if any, are deleted as stale).
+    """
+    source, digest = opened(dataset)
     if digest == previous_fingerprint:  # its chunks are those of this content
         conn.execute(
             update(datasets)
@@ -77,14 +78,14 @@ def ingest_dataset(
     )
     keys = 0
     for seq, table in enumerate(reader.chunks(dataset_id)):
-        conn.execute(
-            insert(dataset_chunks).values(
-                run_pk=run_pk,
-                dataset_id=dataset_id,
-                seq=seq,
-                data=_parquet_bytes(table),
+        if local is not None:
+            local.append(table)
+        else:
+            conn.execute(
+                insert(dataset_chunks).values(
+                    run_pk=run_pk, dataset_id=dataset_id, seq=seq, data=_parquet_bytes(table)
+                )
             )
-        )
         keys += table.num_rows
     conn.execute(
         update(datasets)
@@ -106,6 +107,15 @@ def ingest_dataset(
     return IngestResult(dataset.name, skipped=False, rows=reader.rows_read, keys=keys)
 
 
+def opened(dataset: Dataset) -> tuple[Any, str]:
+    """The dataset's pyarrow source and the fingerprint of its content."""
+    try:
+        source = dataset.open()
+        return source, fingerprint(source)
+    except (OSError, pa.ArrowException) as exc:
+        raise IngestError(dataset.name, dataset.uri, f"cannot read: {exc}") from None
+
+
 def _parquet_bytes(table: pa.Table) -> bytes:
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd", compression_level=1)
@@ -121,6 +131,7 @@ class _Reader:
         self.source = source
         self.rows_read = 0
         self.duplicate_rows = 0
+        self.shared_groups = False  # some (stage, key, reason) group holds more than one row
         self.null_key_rows: dict[str, int] = {}
 
     def fail(self, message: str, column: str | None = None) -> IngestError:
@@ -144,7 +155,8 @@ class _Reader:
                         pending = []
                 if pending:
                     yield pa.concat_tables(pending)
-                self.duplicate_rows = self.rows_read - self._distinct_rows(con)
+                if self.shared_groups:  # else no two rows can be identical
+                    self.duplicate_rows = self.rows_read - self._distinct_rows(con)
             except duckdb.Error as exc:
                 raise self.fail(f"cannot read: {exc}") from None
         finally:
@@ -234,7 +246,8 @@ GROUP BY s, k, r
         """Rows distinct in every column, hive partition columns included, by a 64-bit hash
         of the whole row (docs/semantics.md#stage-flags). Identical rows share their key,
         stage and reason, so this is the per-key count summed: one count over the dataset,
-        where a hash in the grouping above cost a third more CPU at 1M rows."""
+        where a hash in the grouping above cost a third more CPU at 1M rows. Only asked
+        when some group holds two rows or more: otherwise no two rows are alike."""
         every = ", ".join(keymod.quote_ident(c) for c in self.dataset.schema.names)
         return con.execute(f"SELECT count(DISTINCT hash({every})) FROM src").fetchall()[0][0]
 
@@ -242,6 +255,7 @@ GROUP BY s, k, r
         rows = batch.column("rows")
         total = pc.sum(rows).as_py() or 0
         self.rows_read += total
+        self.shared_groups = self.shared_groups or (pc.max(rows).as_py() or 0) > 1
         stages = self._stage_indexes(batch.column("stage"))
         null = pc.is_null(batch.column("key"))
         if pc.any(null).as_py():

@@ -10,20 +10,22 @@ dataset or run wait for each other, so nothing is ingested twice at once.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 
-from tracer.classify import classify_run
+from tracer.chunks import LocalChunks
+from tracer.classify import classify_connection, classify_run
 from tracer.errors import ConflictError, NotFoundError, TracerError
-from tracer.ingest import IngestResult, Progress, ingest_dataset
+from tracer.ingest import IngestResult, Progress, ingest_dataset, opened
 from tracer.manifest import parse_manifest
 from tracer.model import Dataset, DatasetStatus, Manifest, RunStatus
 from tracer.partitions import drop_run_partitions, ensure_chunk_partition
 from tracer.pipelines import register_pipeline
-from tracer.tables import datasets, runs
+from tracer.tables import dataset_chunks, datasets, runs
 
 
 @dataclass(frozen=True)
@@ -39,22 +41,37 @@ def ingest_manifest(
     progress: Progress | None = None,
     on_classify: Callable[[], None] | None = None,
 ) -> str:
-    """Ingest every dataset of the run whose content changed, then classify the run."""
+    """Ingest the run's datasets and classify it in one pass, unless no content changed.
+
+    One process holds every dataset here, so their rows per key stay in its DuckDB
+    (tracer.chunks.LocalChunks) instead of going through Postgres, and none are stored: if
+    any dataset changed, the next post reads them all again.
+    """
     with engine.begin() as conn:
         reg = register_run(conn, manifest)
-        changed = False
-        for dataset, dataset_id, previous in reg.datasets:
-            result = ingest_dataset(
-                conn, reg.run_pk, dataset_id, dataset, manifest.pipeline, previous, progress
-            )
-            if result.skipped and progress:
-                progress(dataset.name, 0)
-            changed = changed or not result.skipped
-        if changed or not reg.published:
-            if on_classify:
-                on_classify()
-            classify_run(conn, reg.run_pk, manifest.pipeline)
+        unchanged = reg.published and all(
+            previous is not None and opened(dataset)[1] == previous
+            for dataset, _, previous in reg.datasets
+        )
+        if not unchanged:
+            with tempfile.TemporaryDirectory(prefix="tracer-ingest-") as tmp:
+                local = LocalChunks(classify_connection(Path(tmp)))
+                try:
+                    for dataset, dataset_id, _ in reg.datasets:
+                        ingest_dataset(
+                            conn, reg.run_pk, dataset_id, dataset, manifest.pipeline,
+                            progress=progress, local=local,
+                        )  # fmt: skip
+                    if on_classify:
+                        on_classify()
+                    classify_run(conn, reg.run_pk, manifest.pipeline, local)
+                finally:
+                    local.duck.close()
         else:  # same files: the published classification is the answer
+            for dataset, dataset_id, previous in reg.datasets:
+                ingest_dataset(conn, reg.run_pk, dataset_id, dataset, manifest.pipeline, previous)
+                if progress:
+                    progress(dataset.name, 0)
             conn.execute(
                 update(runs)
                 .where(runs.c.pk == reg.run_pk)
@@ -137,7 +154,8 @@ def register_run(
                 .where(datasets.c.id == old.id)
                 .values(uri=d.uri, status=DatasetStatus.PENDING, error=None)
             )
-            # Set only by a load that committed, with its chunks: safe to skip against.
+            # Set only by a load that committed: safe to skip against (with its chunks, if a
+            # job stores them for classification; see ingest_step).
             out.append((d, old.id, old.fingerprint))
     return Registered(run_pk, out, published=row is not None and row.classified_at is not None)
 
@@ -166,6 +184,7 @@ def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
                 datasets.c.role,
                 datasets.c.name,
                 datasets.c.fingerprint,
+                datasets.c.key_count,
                 datasets.c.status,
             ).where(datasets.c.id == dataset_id)
         ).first()
@@ -173,9 +192,22 @@ def ingest_step(engine: Engine, dataset_id: int) -> IngestResult:
             raise NotFoundError(f"dataset {dataset_id} not found (was its run deleted?)")
         manifest = stored_manifest(conn, row.run_pk)
         dataset = next(d for d in manifest.datasets if (d.role, d.name) == (row.role, row.name))
-        return ingest_dataset(
-            conn, row.run_pk, dataset_id, dataset, manifest.pipeline, row.fingerprint
+        # Skipping an unchanged dataset reuses its chunks: a one-pass ingestion stored none.
+        kept = (
+            not row.key_count
+            or conn.execute(
+                select(dataset_chunks.c.seq)
+                .where(
+                    dataset_chunks.c.run_pk == row.run_pk, dataset_chunks.c.dataset_id == dataset_id
+                )
+                .limit(1)
+            ).first()
+            is not None
         )
+        return ingest_dataset(
+            conn, row.run_pk, dataset_id, dataset, manifest.pipeline,
+            row.fingerprint if kept else None,
+        )  # fmt: skip
 
 
 def classify_step(engine: Engine, run_pk: int) -> None:

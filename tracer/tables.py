@@ -178,7 +178,7 @@ key_outcomes = Table(
     "key_outcomes",
     metadata,
     # No primary key: one row per key is what classification writes (a GROUP BY key), and
-    # the (key, final, codes) index below serves every lookup by key; a second unique
+    # the (key, final, pattern) index below serves every lookup by key; a second unique
     # index over the same keys cost a fifth of the run's storage and of its index builds.
     Column("run_pk", Integer, nullable=False),
     Column("key", KEY, nullable=False),
@@ -187,14 +187,10 @@ key_outcomes = Table(
     Column("targeted", Boolean, nullable=False),
     Column("traced", Boolean, nullable=False),
     Column("traced_reported", Boolean, nullable=False),
-    # Per stage in pipeline order, ';'-separated: "outcome,in,out,drop_rep,drop_ops,grain"
-    # ('' where the key has no outcome); see tracer.outcomes.StageCell. Plain text COPYs
-    # several times faster than six Postgres arrays and is half their size.
-    Column("stages", Text, nullable=False),
-    # The outcome code at each stage as one letter, chr(64 + code) ('@' for none): what a
-    # comparison of two runs joins on besides the final outcome, and what the anomaly list
-    # filters its common outcomes on, a few bytes per key.
-    Column("codes", Text, nullable=False),
+    # The key's counts and outcome at every stage, as a number in `key_patterns`: a run's
+    # keys share a few dozen such patterns (66 at 1M clients), so each key stores four bytes
+    # where the text of its stages took eighty.
+    Column("pattern", Integer, nullable=False),
     # The key's cause in its gap cell (docs/semantics.md#causes): stage index in pipeline
     # order and the outcome there; NULL in the `targeted` cell, which has none. Once for
     # the gap and once for the reporting gap (they differ for keys targeted and traced).
@@ -205,7 +201,7 @@ key_outcomes = Table(
     # Every lookup by key (journeys, history, a page's details), the key order of the
     # `targeted` cell and of the common anomalies, and a comparison's full join: both
     # runs' keys in order, read from this index alone.
-    Index(None, "key", "final", "codes"),
+    Index(None, "key", "final", "pattern"),
     # Gap-cell pages (cell, then cause, then key) of every cell but `targeted`, the one
     # without causes, which holds most keys and pages by key above: the predicate is the
     # cell's complement, which the cell's own filters imply. Partitions name their indexes
@@ -266,7 +262,22 @@ key_reasons = Table(
     postgresql_partition_by="LIST (run_pk)",
 )
 
-PARTITIONED_BY_RUN = (key_outcomes, anomalies, key_reasons)
+# The distinct per-stage patterns of a run's keys (`key_outcomes.pattern`), numbered from 1.
+key_patterns = Table(
+    "key_patterns",
+    metadata,
+    Column("run_pk", Integer, primary_key=True),
+    Column("pattern", Integer, primary_key=True),
+    # Per stage in pipeline order, ';'-separated: "outcome,in,out,drop_rep,drop_ops,grain"
+    # ('' where the key has no outcome); see tracer.outcomes.StageCell.
+    Column("stages", Text, nullable=False),
+    # The outcome code at each stage as one letter, chr(64 + code) ('@' for none): what a
+    # comparison of two runs and the anomaly list's common outcomes select patterns by.
+    Column("codes", Text, nullable=False),
+    postgresql_partition_by="LIST (run_pk)",
+)
+
+PARTITIONED_BY_RUN = (key_outcomes, anomalies, key_reasons, key_patterns)
 
 # OpenLineage COMPLETE/START/... events of jobs some pipeline maps (tracer.openlineage_in),
 # grouped by parent run (an Airflow DAG run) until every stage and source has its output.

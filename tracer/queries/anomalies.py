@@ -16,9 +16,10 @@ from tracer.outcomes import UNREMARKABLE, Final, Outcome, parse_stage_cells
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.explain import outcome_label, reasons_of
 from tracer.queries.pages import check_limit, decode_token, page
+from tracer.queries.patterns import stages_by_pattern, with_stages
 from tracer.reconcile import CELL_NAMES
 from tracer.tables import anomalies as anomalies_table
-from tracer.tables import key_outcomes, stage_summaries
+from tracer.tables import key_outcomes, key_patterns, stage_summaries
 
 
 def anomalies(
@@ -95,12 +96,13 @@ def _group_page(
     whose outcome letter (or grain flag) at the stage says so: with at least
     DENSE_SHARE of the keys in the group, a page reads a few thousand index entries.
     """
-    a, k = anomalies_table.c, key_outcomes.c
+    a, k, p = anomalies_table.c, key_outcomes.c, key_patterns.c
     stored = select(a.key).where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
     if conn.execute(stored.limit(1)).first() is not None:
         query = (
-            select(a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, k.stages)
-            .join(key_outcomes, and_(k.run_pk == a.run_pk, k.key == a.key))
+            select(a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, p.stages)
+            .select_from(anomalies_table)
+            .join(with_stages(), and_(k.run_pk == a.run_pk, k.key == a.key))
             .where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
         )
         if after is not None:
@@ -108,19 +110,25 @@ def _group_page(
         rows = conn.execute(query.order_by(a.key).limit(limit)).all()
         return [_Listed(stage, *r) for r in rows]
     if code is Outcome.GRAIN_VIOLATION:
-        cell = func.split_part(k.stages, ";", stage + 1)
+        cell = func.split_part(p.stages, ";", stage + 1)
         kept = func.split_part(cell, ",", 6) == "1"
     else:
-        kept = func.substr(k.codes, stage + 1, 1) == chr(64 + code.value)
-    query = select(k.key, k.final, k.stages).where(k.run_pk == run.pk, kept)
+        kept = func.substr(p.codes, stage + 1, 1) == chr(64 + code.value)
+    patterns = stages_by_pattern(conn, run.pk, kept)
+    if not patterns:
+        return []
+    query = select(k.key, k.final, k.pattern).where(
+        k.run_pk == run.pk, k.pattern.in_(list(patterns))
+    )
     if after is not None:
         query = query.where(k.key > after)
     out = []
     for r in conn.execute(query.order_by(k.key).limit(limit)):
-        c = parse_stage_cells(r.stages)[stage]
+        stages = patterns[r.pattern]
+        c = parse_stage_cells(stages)[stage]
         assert c is not None  # an outcome or a grain violation there: a cell
         out.append(
-            _Listed(stage, r.key, c.rows_in, c.rows_out, c.drop_rep + c.drop_ops, r.final, r.stages)
+            _Listed(stage, r.key, c.rows_in, c.rows_out, c.drop_rep + c.drop_ops, r.final, stages)
         )
     return out
 
@@ -178,7 +186,7 @@ def gap_keys(
     traced_col = k.traced_reported if reporting else k.traced
     cause_stage = k.reporting_cause_stage if reporting else k.cause_stage
     cause_outcome = k.reporting_cause_outcome if reporting else k.cause_outcome
-    query = select(k.key, k.final, k.stages, cause_stage, cause_outcome).where(
+    query = select(k.key, k.final, k.pattern, cause_stage, cause_outcome).where(
         k.run_pk == run.pk, k.entered == entered, k.targeted == targeted, traced_col == traced
     )
     caused = not (entered and targeted and not traced)  # every cell but `targeted`

@@ -6,7 +6,8 @@ keys first differ) is set-based SQL in Postgres, never a run loaded into Python:
 full join of both runs' keys, final outcomes and one-letter outcome codes finds the
 changed keys and where each first differs, kept by cell (`comparison_keys`); the
 unchanged cells follow from each run's totals. The join merges the two runs' (key,
-final, codes) indexes, read alone (classification writes the rows frozen, all-visible):
+final, pattern) indexes, read alone (classification writes the rows frozen, all-visible),
+then looks up the codes of each changed key's pattern:
 about 0.4 s for two runs of 1M keys where hashing or sorting them took 1.3-2 s. The
 result is kept in `comparisons` while neither run is classified again: asking twice,
 or reading a rerun's reconciliation, reads one row, and a changed cell's page is a
@@ -38,7 +39,8 @@ from tracer.outcomes import STAGE_OUTCOMES, Final, StageCell, parse_stage_cells
 from tracer.partitions import run_partition
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.pages import check_limit, decode_token, page
-from tracer.tables import comparison_keys, comparisons, key_outcomes, stage_summaries
+from tracer.queries.patterns import with_stages
+from tracer.tables import comparison_keys, comparisons, key_outcomes, key_patterns, stage_summaries
 
 ABSENT = "absent"
 """The final outcome, in a comparison, of a key the other run has and this one lacks."""
@@ -163,19 +165,25 @@ def _code(side: str, run: RunInfo, stage: str) -> str:
     return f"coalesce(nullif(substr(coalesce({side}.codes, ''), {position}, 1), ''), '@')"
 
 
+def _patterns_partition(run: RunInfo) -> str:
+    return run_partition(key_patterns.name, run.pk)
+
+
 def _changed_sql(runs: Pair) -> str:
     """Keep every key whose final outcome differs (0: absent from that run), by cell, with
     the first compared stage where its outcomes differ."""
     whens = " ".join(
-        f"WHEN {_code('a', runs.a, s)} <> {_code('b', runs.b, s)} THEN {i}"
+        f"WHEN {_code('pa', runs.a, s)} <> {_code('pb', runs.b, s)} THEN {i}"
         for i, s in enumerate(runs.stages)
     )
     return f"""
 INSERT INTO {comparison_keys.name} (run_a_pk, run_b_pk, a, b, key, first_stage)
 SELECT :a, :b, coalesce(a.final, 0), coalesce(b.final, 0), coalesce(a.key, b.key),
        CASE {whens} END
-FROM (SELECT key, final, codes FROM {_partition(runs.a)}) AS a
-FULL JOIN (SELECT key, final, codes FROM {_partition(runs.b)}) AS b ON a.key = b.key
+FROM (SELECT key, final, pattern FROM {_partition(runs.a)}) AS a
+FULL JOIN (SELECT key, final, pattern FROM {_partition(runs.b)}) AS b ON a.key = b.key
+LEFT JOIN {_patterns_partition(runs.a)} AS pa ON pa.pattern = a.pattern
+LEFT JOIN {_patterns_partition(runs.b)} AS pb ON pb.pattern = b.pattern
 WHERE a.final IS DISTINCT FROM b.final
 """
 
@@ -287,7 +295,7 @@ def compare_keys(
 
 
 def _keys_table(run: RunInfo) -> Any:
-    return table(_partition(run), column("key"), column("final"), column("stages"))
+    return table(_partition(run), column("key"), column("final"))
 
 
 def _stages_of(conn: Connection, run: RunInfo, keys: list[str]) -> dict[str, str]:
@@ -295,7 +303,8 @@ def _stages_of(conn: Connection, run: RunInfo, keys: list[str]) -> dict[str, str
     if not keys:
         return {}
     k = key_outcomes.c
-    query = select(k.key, k.stages).where(k.run_pk == run.pk, k.key.in_(keys))
+    query = select(k.key, key_patterns.c.stages).select_from(with_stages())
+    query = query.where(k.run_pk == run.pk, k.key.in_(keys))
     return {r.key: r.stages for r in conn.execute(query)}
 
 

@@ -74,10 +74,11 @@ _RUN_AND_KEY = text(
     f"""
     SELECT {", ".join(f"r.{c.name}" for c in run_columns())}, p.name AS pipeline_name,
            k.final AS key_final, k.entered AS key_entered, k.traced AS key_traced,
-           k.stages AS key_stages
+           kp.stages AS key_stages
     FROM runs AS r
     JOIN pipelines AS p ON p.id = r.pipeline_id
     LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = :key
+    LEFT JOIN key_patterns AS kp ON kp.run_pk = :pk AND kp.pattern = k.pattern
     WHERE r.run_id = :run_id
     """
 )
@@ -126,9 +127,10 @@ def _run_and_key(
 
 _KEY_IN_RUNS = text(
     """
-    SELECT q.pk, k.final, k.stages
+    SELECT q.pk, k.final, kp.stages
     FROM unnest(CAST(:pks AS integer[]), CAST(:keys AS text[])) AS q(pk, key)
     JOIN key_outcomes AS k ON k.run_pk = q.pk AND k.key = q.key COLLATE "C"
+    JOIN key_patterns AS kp ON kp.run_pk = q.pk AND kp.pattern = k.pattern
     """
 )
 

@@ -45,9 +45,10 @@ NO_REASONS: tuple[()] = ()
 garbage collector to track, whose full passes otherwise cost more than the lookup."""
 _OUTCOMES = text(
     """
-    SELECT q.key, k.final, k.traced, k.stages
+    SELECT q.key, k.final, k.traced, kp.stages
     FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS q(key, i)
     LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = q.key COLLATE "C"
+    LEFT JOIN key_patterns AS kp ON kp.run_pk = :pk AND kp.pattern = k.pattern
     ORDER BY q.i
     """
 )

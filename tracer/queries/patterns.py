@@ -1,0 +1,27 @@
+"""A key's stages through its pattern: `key_outcomes.pattern` numbers one of the run's
+`key_patterns`, which hold the per-stage text (tracer.outcomes.parse_stage_cells) and
+the one-letter outcome codes. A run has a few dozen patterns, so lists select patterns
+first and then keys by pattern number."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, Connection, Join, and_, select
+
+from tracer.tables import key_outcomes, key_patterns
+
+
+def with_stages() -> Join:
+    """`key_outcomes` joined to each key's pattern, for `key_patterns.c.stages`."""
+    p, k = key_patterns.c, key_outcomes.c
+    return key_outcomes.join(key_patterns, and_(p.run_pk == k.run_pk, p.pattern == k.pattern))
+
+
+def stages_by_pattern(
+    conn: Connection, run_pk: int, condition: ColumnElement[bool] | None = None
+) -> dict[int, str]:
+    """The run's patterns (those meeting `condition` over `key_patterns`) and their stages."""
+    p = key_patterns.c
+    query = select(p.pattern, p.stages).where(p.run_pk == run_pk)
+    if condition is not None:
+        query = query.where(condition)
+    return {pattern: stages for pattern, stages in conn.execute(query)}

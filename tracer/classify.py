@@ -84,7 +84,7 @@ def classify_run(
     conn: Connection, run_pk: int, pipeline: Pipeline, local: LocalChunks | None = None
 ) -> None:
     """Recompute every outcome of the run from its ingested datasets, atomically: from their
-    chunks in `local` for a run ingested in one pass, else from `dataset_chunks`."""
+    chunk files in `local` for a run ingested in one pass, else from `dataset_chunks`."""
     rows = conn.execute(
         select(datasets.c.id, datasets.c.role, datasets.c.name).where(datasets.c.run_pk == run_pk)
     ).all()
@@ -92,10 +92,8 @@ def classify_run(
     with tempfile.TemporaryDirectory(prefix="tracer-classify-") as tmp:
         if local is None:
             spilled = _spill_chunks(conn, run_pk, [r.id for r in rows], Path(tmp))
-            duck = classify_connection(Path(tmp))
         else:
-            spilled = {r.id: [str(r.id)] for r in rows}  # the dataset's rows in `chunks`
-            duck = local.duck
+            spilled = local.files
         files = _RunFiles(
             outputs={
                 pipeline.stage(r.name).index: spilled.get(r.id, [])
@@ -106,8 +104,9 @@ def classify_run(
                 f for r in rows if r.role == DatasetRole.TRACEABILITY for f in spilled.get(r.id, [])
             ],
             int_keys=tuple(pipeline.key_types) == ("int64",),
-            local=local is not None,
         )
+        duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
+        duck.execute(f"SET temp_directory = '{Path(tmp) / 'spill'}'")
         try:
             _classify(duck, pipeline, files)
             summaries = _stage_summaries(conn, duck, run_pk, pipeline)
@@ -136,8 +135,7 @@ def classify_run(
                 conn.execute(text(f"ANALYZE {name}"))
             totals, cells = run_totals(duck, summaries)
         finally:
-            if local is None:
-                duck.close()
+            duck.close()
     attach_loaded_tables(conn, run_pk)
     conn.execute(delete(stage_summaries).where(stage_summaries.c.run_pk == run_pk))
     conn.execute(insert(stage_summaries), summaries)
@@ -154,34 +152,23 @@ def classify_run(
     )
 
 
-def classify_connection(folder: Path) -> duckdb.DuckDBPyConnection:
-    """The DuckDB a classification runs in, spilling to `folder` beyond its memory limit."""
-    duck = duckdb_connection(memory_limit=CLASSIFY_MEMORY)
-    duck.execute(f"SET temp_directory = '{folder / 'spill'}'")
-    return duck
-
-
 @dataclass(frozen=True)
 class _RunFiles:
-    outputs: dict[int, list[str]]  # stage index -> its output's chunk files (or dataset ids)
+    outputs: dict[int, list[str]]  # stage index -> its output's chunk files
     traces: list[str]
     # A one-column int64 key: joined as BIGINT inside DuckDB (hashing and comparing integers
     # instead of text took a third off the per-key join at 1M clients), written as text.
     int_keys: bool = False
-    local: bool = False  # dataset ids in LocalChunks, not Parquet files
 
     @property
     def every(self) -> list[str]:
         return [f for files in self.outputs.values() for f in files] + self.traces
 
     def read(self, files: list[str], typed: bool = True) -> str:
-        """The chunks as a relation, with keys typed as the classifier joins them (`typed`)."""
+        """The chunk files as a relation, with keys typed as the classifier joins them
+        (`typed`); an empty one, typed alike, when there are none."""
         if not files:
             relation = _NO_ROWS
-        elif self.local:
-            relation = (
-                f"(SELECT * FROM {LocalChunks.TABLE} WHERE dataset_id IN ({', '.join(files)}))"
-            )
         else:
             quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
             relation = f"read_parquet([{quoted}])"

@@ -79,7 +79,7 @@ def ingest_dataset(
     keys = 0
     for seq, table in enumerate(reader.chunks(dataset_id)):
         if local is not None:
-            local.append(table)
+            local.append(dataset_id, table)
         else:
             conn.execute(
                 insert(dataset_chunks).values(

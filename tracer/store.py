@@ -18,7 +18,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 
 from tracer.chunks import LocalChunks
-from tracer.classify import classify_connection, classify_run
+from tracer.classify import classify_run
 from tracer.errors import ConflictError, NotFoundError, TracerError
 from tracer.ingest import IngestResult, Progress, ingest_dataset, opened
 from tracer.manifest import parse_manifest
@@ -43,7 +43,7 @@ def ingest_manifest(
 ) -> str:
     """Ingest the run's datasets and classify it in one pass, unless no content changed.
 
-    One process holds every dataset here, so their rows per key stay in its DuckDB
+    One process holds every dataset here, so their rows per key stay in local files
     (tracer.chunks.LocalChunks) instead of going through Postgres, and none are stored: if
     any dataset changed, the next post reads them all again.
     """
@@ -55,18 +55,15 @@ def ingest_manifest(
         )
         if not unchanged:
             with tempfile.TemporaryDirectory(prefix="tracer-ingest-") as tmp:
-                local = LocalChunks(classify_connection(Path(tmp)))
-                try:
-                    for dataset, dataset_id, _ in reg.datasets:
-                        ingest_dataset(
-                            conn, reg.run_pk, dataset_id, dataset, manifest.pipeline,
-                            progress=progress, local=local,
-                        )  # fmt: skip
-                    if on_classify:
-                        on_classify()
-                    classify_run(conn, reg.run_pk, manifest.pipeline, local)
-                finally:
-                    local.duck.close()
+                local = LocalChunks(Path(tmp))
+                for dataset, dataset_id, _ in reg.datasets:
+                    ingest_dataset(
+                        conn, reg.run_pk, dataset_id, dataset, manifest.pipeline,
+                        progress=progress, local=local,
+                    )  # fmt: skip
+                if on_classify:
+                    on_classify()
+                classify_run(conn, reg.run_pk, manifest.pipeline, local)
         else:  # same files: the published classification is the answer
             for dataset, dataset_id, previous in reg.datasets:
                 ingest_dataset(conn, reg.run_pk, dataset_id, dataset, manifest.pipeline, previous)

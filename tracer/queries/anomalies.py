@@ -16,7 +16,7 @@ from tracer.outcomes import UNREMARKABLE, Final, Outcome, parse_stage_cells
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.explain import outcome_label, reasons_of
 from tracer.queries.pages import check_limit, decode_token, page
-from tracer.queries.patterns import stages_by_pattern, with_stages
+from tracer.queries.patterns import stages_by_pattern
 from tracer.reconcile import CELL_NAMES
 from tracer.tables import anomalies as anomalies_table
 from tracer.tables import key_outcomes, key_patterns, stage_summaries
@@ -100,15 +100,16 @@ def _group_page(
     stored = select(a.key).where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
     if conn.execute(stored.limit(1)).first() is not None:
         query = (
-            select(a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, p.stages)
-            .select_from(anomalies_table)
-            .join(with_stages(), and_(k.run_pk == a.run_pk, k.key == a.key))
+            select(a.key, a.rows_in, a.rows_out, a.rows_dropped, k.final, k.pattern)
+            .join(key_outcomes, and_(k.run_pk == a.run_pk, k.key == a.key))
             .where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
         )
         if after is not None:
             query = query.where(a.key > after)
         rows = conn.execute(query.order_by(a.key).limit(limit)).all()
-        return [_Listed(stage, *r) for r in rows]
+        # Patterns apart: joined in, the planner crossed every row with every pattern.
+        stages = stages_by_pattern(conn, run.pk)
+        return [_Listed(stage, *r[:-1], stages[r.pattern]) for r in rows]
     if code is Outcome.GRAIN_VIOLATION:
         cell = func.split_part(p.stages, ";", stage + 1)
         kept = func.split_part(cell, ",", 6) == "1"

@@ -39,7 +39,7 @@ from tracer.outcomes import STAGE_OUTCOMES, Final, StageCell, parse_stage_cells
 from tracer.partitions import run_partition
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.pages import check_limit, decode_token, page
-from tracer.queries.patterns import with_stages
+from tracer.queries.patterns import stages_by_pattern
 from tracer.tables import comparison_keys, comparisons, key_outcomes, key_patterns, stage_summaries
 
 ABSENT = "absent"
@@ -303,9 +303,9 @@ def _stages_of(conn: Connection, run: RunInfo, keys: list[str]) -> dict[str, str
     if not keys:
         return {}
     k = key_outcomes.c
-    query = select(k.key, key_patterns.c.stages).select_from(with_stages())
-    query = query.where(k.run_pk == run.pk, k.key.in_(keys))
-    return {r.key: r.stages for r in conn.execute(query)}
+    query = select(k.key, k.pattern).where(k.run_pk == run.pk, k.key.in_(keys))
+    stages = stages_by_pattern(conn, run.pk)
+    return {r.key: stages[r.pattern] for r in conn.execute(query)}
 
 
 def _cells(run: RunInfo, stages: str | None) -> dict[str, StageCell]:

@@ -1,19 +1,14 @@
 """A key's stages through its pattern: `key_outcomes.pattern` numbers one of the run's
 `key_patterns`, which hold the per-stage text (tracer.outcomes.parse_stage_cells) and
-the one-letter outcome codes. A run has a few dozen patterns, so lists select patterns
-first and then keys by pattern number."""
+the one-letter outcome codes. A run has a few dozen patterns: lists read them apart and
+keys by pattern number (joined into a list's query, the planner crossed every row with
+every pattern)."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, Join, and_, select
+from sqlalchemy import ColumnElement, Connection, select
 
-from tracer.tables import key_outcomes, key_patterns
-
-
-def with_stages() -> Join:
-    """`key_outcomes` joined to each key's pattern, for `key_patterns.c.stages`."""
-    p, k = key_patterns.c, key_outcomes.c
-    return key_outcomes.join(key_patterns, and_(p.run_pk == k.run_pk, p.pattern == k.pattern))
+from tracer.tables import key_patterns
 
 
 def stages_by_pattern(

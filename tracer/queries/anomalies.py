@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, func, not_, select, tuple_
+from sqlalchemy import Connection, and_, not_, select, tuple_
 
 from tracer.errors import TracerError
 from tracer.outcomes import UNREMARKABLE, Final, Outcome, parse_stage_cells
@@ -19,7 +19,7 @@ from tracer.queries.pages import check_limit, decode_token, page
 from tracer.queries.patterns import stages_by_pattern
 from tracer.reconcile import CELL_NAMES
 from tracer.tables import anomalies as anomalies_table
-from tracer.tables import key_outcomes, key_patterns, stage_summaries
+from tracer.tables import key_outcomes, stage_summaries
 
 
 def anomalies(
@@ -47,11 +47,13 @@ def anomalies(
     counts = _group_sizes(conn, run, code)
     last_stage, last_key = decode_token(after, scope, (int, str)) if after else (-1, None)
     rows: list[Any] = []
+    # Read apart: joined into a page's query, the planner crossed each row with every pattern.
+    patterns = stages_by_pattern(conn, run.pk)
     for s, n in enumerate(counts):
         if not n or (index is not None and s != index) or s < last_stage:
             continue
         since = last_key if s == last_stage else None
-        rows += _group_page(conn, run, code, s, since, limit + 1 - len(rows))
+        rows += _group_page(conn, run, patterns, code, s, since, limit + 1 - len(rows))
         if len(rows) > limit:
             break
     reasons = reasons_of(conn, run, [r.key for r in rows[:limit]])
@@ -87,16 +89,23 @@ class _Listed(NamedTuple):
 
 
 def _group_page(
-    conn: Connection, run: RunInfo, code: Outcome, stage: int, after: str | None, limit: int
+    conn: Connection,
+    run: RunInfo,
+    patterns: dict[int, str],
+    code: Outcome,
+    stage: int,
+    after: str | None,
+    limit: int,
 ) -> list[_Listed]:
     """Keys of one (stage, outcome) group of the anomaly list, in key order, after `after`.
 
     A group classification stored (tracer.classify.dense_groups) is a range of
     `anomalies`; a dense one is read from `key_outcomes` in key order, keeping the keys
-    whose outcome letter (or grain flag) at the stage says so: with at least
-    DENSE_SHARE of the keys in the group, a page reads a few thousand index entries.
+    whose pattern (`patterns`: the run's, read once a page) has the outcome (or the grain
+    flag) at the stage: with at least DENSE_SHARE of the keys in the group, a page reads a
+    few thousand index entries.
     """
-    a, k, p = anomalies_table.c, key_outcomes.c, key_patterns.c
+    a, k = anomalies_table.c, key_outcomes.c
     stored = select(a.key).where(a.run_pk == run.pk, a.outcome == code.value, a.stage == stage)
     if conn.execute(stored.limit(1)).first() is not None:
         query = (
@@ -107,20 +116,16 @@ def _group_page(
         if after is not None:
             query = query.where(a.key > after)
         rows = conn.execute(query.order_by(a.key).limit(limit)).all()
-        # Patterns apart: joined in, the planner crossed every row with every pattern.
-        stages = stages_by_pattern(conn, run.pk)
-        return [_Listed(stage, *r[:-1], stages[r.pattern]) for r in rows]
-    if code is Outcome.GRAIN_VIOLATION:
-        cell = func.split_part(p.stages, ";", stage + 1)
-        kept = func.split_part(cell, ",", 6) == "1"
-    else:
-        kept = func.substr(p.codes, stage + 1, 1) == chr(64 + code.value)
-    patterns = stages_by_pattern(conn, run.pk, kept)
-    if not patterns:
+        return [_Listed(stage, *r[:-1], patterns[r.pattern]) for r in rows]
+    kept = [
+        number
+        for number, stages in patterns.items()
+        if (cell := parse_stage_cells(stages)[stage]) is not None
+        and (cell.grain_violation if code is Outcome.GRAIN_VIOLATION else cell.outcome is code)
+    ]
+    if not kept:
         return []
-    query = select(k.key, k.final, k.pattern).where(
-        k.run_pk == run.pk, k.pattern.in_(list(patterns))
-    )
+    query = select(k.key, k.final, k.pattern).where(k.run_pk == run.pk, k.pattern.in_(kept))
     if after is not None:
         query = query.where(k.key > after)
     out = []

@@ -6,17 +6,13 @@ every pattern)."""
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, Connection, select
+from sqlalchemy import Connection, select
 
 from tracer.tables import key_patterns
 
 
-def stages_by_pattern(
-    conn: Connection, run_pk: int, condition: ColumnElement[bool] | None = None
-) -> dict[int, str]:
-    """The run's patterns (those meeting `condition` over `key_patterns`) and their stages."""
+def stages_by_pattern(conn: Connection, run_pk: int) -> dict[int, str]:
+    """The run's patterns and their stages."""
     p = key_patterns.c
     query = select(p.pattern, p.stages).where(p.run_pk == run_pk)
-    if condition is not None:
-        query = query.where(condition)
     return {pattern: stages for pattern, stages in conn.execute(query)}

@@ -181,6 +181,23 @@ def test_jobs_reuse_only_the_chunks_they_stored(build: RunBuilder, engine: Engin
     assert _chunks(engine, "by-jobs") == {"a": 10, "b": 9}  # replaced, not appended
 
 
+def test_a_post_after_jobs_loaded_new_content_classifies_it(
+    build: RunBuilder, engine: Engine
+) -> None:
+    """Jobs that loaded a changed file but never classified it (the classify job lost) leave
+    the published answers older than the stored data: posting the same files again must
+    classify, not declare the old answers current (docs/semantics.md#outcomes: `orphaned`)."""
+    path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="half-jobs")
+    ingest_manifest(engine, load_manifest(path))
+    pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")
+    submitted = submit_run(engine, load_manifest(path))
+    for dataset_id in submitted.dataset_ids:
+        ingest_step(engine, dataset_id)  # the classify job never runs
+    assert build.report("half-jobs")["stages"][1]["outcomes"]["orphaned"] == 0  # still the old
+    ingest_manifest(engine, load_manifest(path))
+    assert build.report("half-jobs")["stages"][1]["outcomes"]["orphaned"] == 2
+
+
 def test_a_run_id_reused_with_another_pipeline_definition_is_refused(
     build: RunBuilder, engine: Engine
 ) -> None:

@@ -32,7 +32,9 @@ from tracer.tables import dataset_chunks, datasets, runs
 class Registered:
     run_pk: int
     datasets: list[tuple[Dataset, int, str | None]]  # dataset, its id, its stored fingerprint
-    published: bool  # a classification of the run is already readable
+    # A classification of the run is readable and no dataset was loaded since: it answers
+    # for the data stored (jobs can load a dataset and never classify it).
+    current: bool
 
 
 def ingest_manifest(
@@ -49,7 +51,7 @@ def ingest_manifest(
     """
     with engine.begin() as conn:
         reg = register_run(conn, manifest)
-        unchanged = reg.published and all(
+        unchanged = reg.current and all(
             previous is not None and opened(dataset)[1] == previous
             for dataset, _, previous in reg.datasets
         )
@@ -65,15 +67,19 @@ def ingest_manifest(
                     on_classify()
                 classify_run(conn, reg.run_pk, manifest.pipeline, local)
         else:  # same files: the published classification is the answer
-            for dataset, dataset_id, previous in reg.datasets:
-                ingest_dataset(conn, reg.run_pk, dataset_id, dataset, manifest.pipeline, previous)
-                if progress:
-                    progress(dataset.name, 0)
+            conn.execute(
+                update(datasets)
+                .where(datasets.c.run_pk == reg.run_pk)
+                .values(status=DatasetStatus.INGESTED, error=None)
+            )
             conn.execute(
                 update(runs)
                 .where(runs.c.pk == reg.run_pk)
                 .values(status=RunStatus.CLASSIFIED, error=None)
             )
+            if progress:
+                for dataset, _, _ in reg.datasets:
+                    progress(dataset.name, 0)
     from tracer.openlineage_out import emit_after_classification  # its client loads slowly
 
     emit_after_classification(engine, run_id=manifest.run_id)  # only when configured
@@ -130,6 +136,7 @@ def register_run(
                 datasets.c.uri,
                 datasets.c.fingerprint,
                 datasets.c.status,
+                datasets.c.ingested_at,
             ).where(datasets.c.run_pk == run_pk)
         )
     }
@@ -154,7 +161,13 @@ def register_run(
             # Set only by a load that committed: safe to skip against (with its chunks, if a
             # job stores them for classification; see ingest_step).
             out.append((d, old.id, old.fingerprint))
-    return Registered(run_pk, out, published=row is not None and row.classified_at is not None)
+    loaded = [r.ingested_at for r in stored.values() if r.ingested_at is not None]
+    current = (
+        row is not None
+        and row.classified_at is not None
+        and all(at <= row.classified_at for at in loaded)
+    )
+    return Registered(run_pk, out, current=current)
 
 
 @dataclass(frozen=True)

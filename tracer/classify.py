@@ -512,7 +512,7 @@ def _anomalies_select(
         if (s.index, grain) not in dense:
             parts.append(
                 f"SELECT {row.format(outcome=grain.value)} FROM key_finals "
-                f"WHERE {c['out']} > {c['grains']}"
+                f"WHERE {c['over']} = 1"
             )
     return "\nUNION ALL\n".join(parts)
 
@@ -582,7 +582,7 @@ def _stage_summaries(
         f"count(*) FILTER (WHERE {c['in']} >= 1) AS keys_in, "
         f"count(*) FILTER (WHERE {c['out']} >= 1) AS keys_out, "
         f"count(*) FILTER (WHERE {c['drop']} >= 1) AS keys_dropped, "
-        f"count(*) FILTER (WHERE {c['out']} > {c['grains']}) AS grain_violations "
+        f"count(*) FILTER (WHERE {c['over']} = 1) AS grain_violations "
         f"FROM key_finals WHERE {c['outcome']} <> 0 GROUP BY {c['outcome']}"
         for s in pipeline.stages
         for c in (_columns(s.index),)

@@ -146,7 +146,8 @@ def test_a_run_posted_again_unchanged_is_not_read_again_and_a_change_rereads_it(
     build: RunBuilder, engine: Engine
 ) -> None:
     """One pass keeps no chunks: the same files are not read again, and a changed file makes
-    the run read whole again (its other datasets too), with the answers of the new files."""
+    the run read whole again (its other datasets too), with the answers of the new files
+    (docs/semantics.md#publishing, and #outcomes for `orphaned`)."""
     path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="reingest")
     ingest_manifest(engine, load_manifest(path))
     first = _ingested_at(engine, "reingest")
@@ -162,7 +163,8 @@ def test_a_run_posted_again_unchanged_is_not_read_again_and_a_change_rereads_it(
 
 def test_jobs_reuse_only_the_chunks_they_stored(build: RunBuilder, engine: Engine) -> None:
     """The per-dataset path skips an unchanged dataset by reusing its chunks; after a one-pass
-    ingestion there are none, so a job reads the dataset rather than trust its fingerprint."""
+    ingestion there are none, so a job reads the dataset rather than trust its fingerprint
+    (docs/semantics.md#publishing: the new classification is of the files as they are)."""
     path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="by-jobs")
     ingest_manifest(engine, load_manifest(path))
     pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")
@@ -186,7 +188,8 @@ def test_a_post_after_jobs_loaded_new_content_classifies_it(
 ) -> None:
     """Jobs that loaded a changed file but never classified it (the classify job lost) leave
     the published answers older than the stored data: posting the same files again must
-    classify, not declare the old answers current (docs/semantics.md#outcomes: `orphaned`)."""
+    classify, not declare the old answers current (docs/semantics.md#publishing; #outcomes
+    for `orphaned`)."""
     path = build.manifest(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]}, run_id="half-jobs")
     ingest_manifest(engine, load_manifest(path))
     pq.write_table(pa.Table.from_pylist(CLIENTS[:8]), path.parent / "b.parquet")

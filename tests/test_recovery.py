@@ -2,7 +2,8 @@
 
 * Reads during a re-ingest, changed or failing, are answered from the last published
   classification; `status` tells the latest attempt, `classified_at` the published one;
-  a read overlapping the publication of the next sees one of the two, whole.
+  a read overlapping the publication of the next sees one of the two, whole
+  (docs/semantics.md#publishing).
 * A token that may ingest deletes nothing, however it asks.
 * Bad input (a NUL inside a string key) fails its job at once, says where, and cancels the
   classification; `tracer resume` finds what no job carries any more and queues it again.

@@ -409,18 +409,21 @@ def test_health_reports_postgres_redis_and_the_backlog(
     assert client.get("/api/v1/health").get_json()["queue"]["backlog"] == 0
 
 
-def test_health_is_503_naming_redis_when_redis_is_down(app: Any, api_config: Config) -> None:
+def _health_with(api_config: Config, **changes: str) -> tuple[Any, dict[str, Any]]:
+    """An app configured with `changes` (a dependency down), and its /health report: a 503
+    within 3 s."""
     from api import create_app
 
-    down = create_app(
-        dataclasses.replace(api_config, redis_url=f"redis://127.0.0.1:{free_port()}/0")
-    )
-    client = CheckedClient(down)
+    down = create_app(dataclasses.replace(api_config, **changes))
     started = time.monotonic()
-    answer = client.get("/api/v1/health")
+    answer = CheckedClient(down).get("/api/v1/health")
     assert time.monotonic() - started < 3
     assert answer.status_code == 503
-    report = answer.get_json()
+    return down, answer.get_json()
+
+
+def test_health_is_503_naming_redis_when_redis_is_down(app: Any, api_config: Config) -> None:
+    down, report = _health_with(api_config, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     assert report["ok"] is False and report["postgres"]["ok"] is True
     assert report["redis"]["ok"] is False and report["redis"]["error"]
     assert report["queue"] is None
@@ -431,16 +434,8 @@ def test_health_is_503_naming_redis_when_redis_is_down(app: Any, api_config: Con
 
 
 def test_health_is_503_naming_postgres_when_postgres_is_down(app: Any, api_config: Config) -> None:
-    from api import create_app
-
     closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
-    down = create_app(dataclasses.replace(api_config, database_url=closed))
-    client = CheckedClient(down)
-    started = time.monotonic()
-    answer = client.get("/api/v1/health")
-    assert time.monotonic() - started < 3
-    assert answer.status_code == 503
-    report = answer.get_json()
+    down, report = _health_with(api_config, database_url=closed)
     assert report["ok"] is False and report["redis"]["ok"] is True
     assert report["postgres"]["ok"] is False and report["postgres"]["latency_ms"] is None
     assert [p.split(":")[0] for p in report["problems"]] == ["postgres"]

@@ -231,10 +231,13 @@ def _patterns(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline) -> None:
         for c in _all_columns(pipeline)
     ]
     codes = ", ".join(f"chr(64 + {c['outcome']})" for c in _all_columns(pipeline))
+    # Numbered in the byte order of their text, as migration 0008 numbers stored runs: a
+    # pattern's number depends on the run's patterns alone (tracer.queries.patterns keeps
+    # them by classification).
     duck.execute(
-        f"CREATE TABLE patterns AS SELECT row_number() OVER (ORDER BY {columns})::INTEGER "
-        f"AS pattern, *, concat_ws(';', {', '.join(cells)}) AS stages, concat({codes}) AS codes "
-        f"FROM (SELECT DISTINCT {columns} FROM key_finals)"
+        "CREATE TABLE patterns AS SELECT row_number() OVER (ORDER BY stages)::INTEGER AS "
+        f"pattern, * FROM (SELECT *, concat_ws(';', {', '.join(cells)}) AS stages, "
+        f"concat({codes}) AS codes FROM (SELECT DISTINCT {columns} FROM key_finals))"
     )
     duck.execute(
         "CREATE TABLE key_patterned AS SELECT key_finals.*, patterns.pattern "
@@ -511,8 +514,7 @@ def _anomalies_select(
         )
         if (s.index, grain) not in dense:
             parts.append(
-                f"SELECT {row.format(outcome=grain.value)} FROM key_finals "
-                f"WHERE {c['over']} = 1"
+                f"SELECT {row.format(outcome=grain.value)} FROM key_finals WHERE {c['over']} = 1"
             )
     return "\nUNION ALL\n".join(parts)
 

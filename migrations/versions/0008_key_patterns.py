@@ -7,8 +7,9 @@ Create Date: 2026-12-02 15:00:00
 A run's keys share a few dozen per-stage patterns (outcome and counts at every stage:
 66 at 1M clients), so `key_outcomes` keeps a pattern number and `key_patterns` the
 pattern's text (`stages`) and outcome letters (`codes`), per run like the other run
-tables. Stored runs get their patterns here, numbered from their distinct stages (this
-rewrites their rows: a few seconds per million keys); going down gives every key its
+tables. Stored runs get their patterns here, numbered in the byte order of their text
+as classification numbers them (so a process that kept a run's patterns stays right);
+this rewrites their rows, a few seconds per million keys. Going down gives every key its
 text back.
 """
 
@@ -47,7 +48,7 @@ def upgrade() -> None:
         op.execute(f"ALTER INDEX key_patterns_r{pk}_pkey RENAME TO pk_key_patterns_r{pk}")
     op.execute(
         "INSERT INTO key_patterns (run_pk, pattern, stages, codes) "
-        "SELECT run_pk, row_number() OVER (PARTITION BY run_pk ORDER BY stages, codes), "
+        'SELECT run_pk, row_number() OVER (PARTITION BY run_pk ORDER BY stages COLLATE "C"), '
         "stages, codes FROM (SELECT DISTINCT run_pk, stages, codes FROM key_outcomes) AS d"
     )
     op.add_column("key_outcomes", sa.Column("pattern", sa.Integer()))

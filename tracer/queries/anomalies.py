@@ -16,7 +16,7 @@ from tracer.outcomes import UNREMARKABLE, Final, Outcome, parse_stage_cells
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.explain import outcome_label, reasons_of
 from tracer.queries.pages import check_limit, decode_token, page
-from tracer.queries.patterns import stages_by_pattern
+from tracer.queries.patterns import run_patterns
 from tracer.reconcile import CELL_NAMES
 from tracer.tables import anomalies as anomalies_table
 from tracer.tables import key_outcomes, stage_summaries
@@ -47,8 +47,7 @@ def anomalies(
     counts = _group_sizes(conn, run, code)
     last_stage, last_key = decode_token(after, scope, (int, str)) if after else (-1, None)
     rows: list[Any] = []
-    # Read apart: joined into a page's query, the planner crossed each row with every pattern.
-    patterns = stages_by_pattern(conn, run.pk)
+    patterns = run_patterns(conn, run)
     for s, n in enumerate(counts):
         if not n or (index is not None and s != index) or s < last_stage:
             continue

@@ -39,7 +39,7 @@ from tracer.outcomes import STAGE_OUTCOMES, Final, StageCell, parse_stage_cells
 from tracer.partitions import run_partition
 from tracer.queries.common import RunInfo, load_run
 from tracer.queries.pages import check_limit, decode_token, page
-from tracer.queries.patterns import stages_by_pattern
+from tracer.queries.patterns import run_patterns
 from tracer.tables import comparison_keys, comparisons, key_outcomes, key_patterns, stage_summaries
 
 ABSENT = "absent"
@@ -304,7 +304,7 @@ def _stages_of(conn: Connection, run: RunInfo, keys: list[str]) -> dict[str, str
         return {}
     k = key_outcomes.c
     query = select(k.key, k.pattern).where(k.run_pk == run.pk, k.key.in_(keys))
-    stages = stages_by_pattern(conn, run.pk)
+    stages = run_patterns(conn, run)
     return {r.key: stages[r.pattern] for r in conn.execute(query)}
 
 

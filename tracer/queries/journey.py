@@ -15,6 +15,7 @@ from tracer.queries.explain import left_at, reasons_of, summary
 from tracer.queries.key_input import key_values as resolve_key
 from tracer.queries.key_input import matches
 from tracer.queries.pages import MAX_PAGE, check_limit, decode_token, page
+from tracer.queries.patterns import run_patterns
 from tracer.tables import pipelines, runs
 
 
@@ -36,7 +37,7 @@ def journey(
     reasons = reasons_of(conn, run, [key]) if row.key_traced else {}
     stages = []
     met = []
-    cells = parse_stage_cells(row.key_stages)
+    cells = parse_stage_cells(run_patterns(conn, run)[row.key_pattern])
     for index, (name, cell) in enumerate(zip(run.stages, cells, strict=True)):
         if cell is None:
             continue
@@ -74,11 +75,10 @@ _RUN_AND_KEY = text(
     f"""
     SELECT {", ".join(f"r.{c.name}" for c in run_columns())}, p.name AS pipeline_name,
            k.final AS key_final, k.entered AS key_entered, k.traced AS key_traced,
-           kp.stages AS key_stages
+           k.pattern AS key_pattern
     FROM runs AS r
     JOIN pipelines AS p ON p.id = r.pipeline_id
     LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = :key
-    LEFT JOIN key_patterns AS kp ON kp.run_pk = :pk AND kp.pattern = k.pattern
     WHERE r.run_id = :run_id
     """
 )
@@ -127,21 +127,20 @@ def _run_and_key(
 
 _KEY_IN_RUNS = text(
     """
-    SELECT q.pk, k.final, kp.stages
+    SELECT q.pk, k.final, k.pattern
     FROM unnest(CAST(:pks AS integer[]), CAST(:keys AS text[])) AS q(pk, key)
     JOIN key_outcomes AS k ON k.run_pk = q.pk AND k.key = q.key COLLATE "C"
-    JOIN key_patterns AS kp ON kp.run_pk = q.pk AND kp.pattern = k.pattern
     """
 )
 
 
 def _key_in_runs(conn: Connection, wanted: list[tuple[RunInfo, str]]) -> dict[int, Any]:
-    """run pk -> (final, stages) of the key in each run that holds it: one round trip for
+    """run pk -> (final, pattern) of the key in each run that holds it: one round trip for
     every run (each (run, key) pair probes that run's partition once)."""
     if not wanted:
         return {}
     params = {"pks": [run.pk for run, _ in wanted], "keys": [key for _, key in wanted]}
-    return {pk: (final, stages) for pk, final, stages in conn.execute(_KEY_IN_RUNS, params)}
+    return {pk: (final, pattern) for pk, final, pattern in conn.execute(_KEY_IN_RUNS, params)}
 
 
 def _same(run: RunInfo, guess: RunInfo) -> bool:
@@ -218,12 +217,12 @@ def history(
             last_pk, last_item = found[-1]
             last = (last_item["run"]["created_at"], last_pk)
             break
-        final, stages = hits[run.pk]
+        final, pattern = hits[run.pk]
         item = {
             "run": run.header(),
             "key": run.decode_key(key),
             "final_outcome": Final(final).label,
-            "left_at": left_at(run, parse_stage_cells(stages)),
+            "left_at": left_at(run, parse_stage_cells(run_patterns(conn, run)[pattern])),
         }
         found.append((run.pk, item))
     if not found and not after:

@@ -32,6 +32,7 @@ from tracer.queries.common import RunInfo
 from tracer.queries.csv_lists import reasons_text
 from tracer.queries.explain import left_at, reasons_of
 from tracer.queries.key_input import key_values
+from tracer.queries.patterns import run_patterns
 
 MAX_KEYS = 10_000
 """Keys in one batch (one request); the CLI splits a longer file into batches of this size."""
@@ -45,10 +46,9 @@ NO_REASONS: tuple[()] = ()
 garbage collector to track, whose full passes otherwise cost more than the lookup."""
 _OUTCOMES = text(
     """
-    SELECT q.key, k.final, k.traced, kp.stages
+    SELECT q.key, k.final, k.traced, k.pattern
     FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS q(key, i)
     LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = q.key COLLATE "C"
-    LEFT JOIN key_patterns AS kp ON kp.run_pk = :pk AND kp.pattern = k.pattern
     ORDER BY q.i
     """
 )
@@ -197,20 +197,21 @@ def lookup(conn: Connection, run: RunInfo, keys: Sequence[str]) -> list[dict[str
     rows = conn.execute(_OUTCOMES, {"keys": list(keys), "pk": run.pk}).all()
     decode = key_decoder(run)
     index = {name: i for i, name in enumerate(run.stages)}
-    left: dict[str, tuple[dict[str, str] | None, int]] = {}  # stored stages -> left_at, stage
+    patterns = run_patterns(conn, run)
+    left: dict[int, tuple[dict[str, str] | None, int]] = {}  # pattern -> left_at, stage
     answers: list[dict[str, Any]] = []
     traced: list[tuple[dict[str, Any], str, int]] = []
-    for key, final, was_traced, stages in rows:
+    for key, final, was_traced, pattern in rows:
         item = {"key": decode(key), "final_outcome": NOT_FOUND, "left_at": None,
                 "reasons": NO_REASONS}  # fmt: skip
         answers.append(item)
         if final is None:
             continue
         item["final_outcome"] = _FINALS[final]
-        if stages not in left:
-            where = left_at(run, parse_stage_cells(stages))
-            left[stages] = (where, index[where["stage"]] if where else -1)
-        where, stage = left[stages]
+        if pattern not in left:
+            where = left_at(run, parse_stage_cells(patterns[pattern]))
+            left[pattern] = (where, index[where["stage"]] if where else -1)
+        where, stage = left[pattern]
         item["left_at"] = where
         if was_traced and where is not None:
             traced.append((item, key, stage))

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Integer, cast, func, or_, select
 
 from tracer.outcomes import StageCell, parse_stage_cells
 from tracer.queries.common import RunInfo
-from tracer.queries.patterns import stages_by_pattern
+from tracer.queries.patterns import run_patterns
 from tracer.reconcile import CELL_NAMES
 from tracer.tables import datasets, key_outcomes, key_reasons
 
@@ -95,7 +95,7 @@ def gap_contributions(conn: Connection, run: RunInfo) -> dict[str, dict[str, Any
         .where(k.run_pk == run.pk, or_(moves(k.traced), moves(k.traced_reported)))
         .group_by(*flags, k.pattern)
     )
-    patterns = stages_by_pattern(conn, run.pk)
+    patterns = run_patterns(conn, run)
     for row in conn.execute(query):  # keys alike in flags and pattern, counted once
         cells = parse_stage_cells(patterns[row.pattern])
         for gap, traced, reported in (

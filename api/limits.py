@@ -30,12 +30,12 @@ from api.bodies import TooDeep, TooLarge, inflate, json_nesting_exceeds
 from api.errors import error_body
 from tracer.config import RequestLimits
 from tracer.errors import TracerError
-from tracer.limits import nul_field
+from tracer.limits import CONTROL_CHARACTERS, describe, nul_field
 
 API = "/api/"
 EVENT_ENDPOINTS = frozenset({"openlineage.Lineage"})
 """Where OpenLineage events are posted: their own, larger, body limit."""
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(CONTROL_CHARACTERS)
 ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 """`\\u0000` in JSON text: a NUL in a string (not an escaped backslash before `u0000`)."""
 NUL_SEARCH = 1_000_000
@@ -169,7 +169,7 @@ def _refuse_control_characters() -> None:
         raise TracerError(f"the path {_holds(found.group())}")
     for name, values in request.args.lists():
         if found := CONTROL.search(name):
-            raise TracerError(f"a query parameter's name ({_shown(name)}) {_holds(found.group())}")
+            raise TracerError(f"a query parameter's name {describe(name)} {_holds(found.group())}")
         for value in values:
             if found := CONTROL.search(value):
                 raise TracerError(f"query parameter {name} {_holds(found.group())}")
@@ -180,11 +180,6 @@ def _holds(character: str) -> str:
         f"holds the control character U+{ord(character):04X}: no run id, key, name or filter "
         "may contain one"
     )
-
-
-def _shown(text: str) -> str:
-    """Text with its control characters written as `\\xNN`, cut at 60 characters."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text[:60])
 
 
 def _json(body: dict[str, Any]) -> bytes:

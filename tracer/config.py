@@ -106,16 +106,18 @@ class Config:
             if roots
             else None,
             queue_prefix=env.get("TRACER_QUEUE_PREFIX") or "tracer",
-            log_format=_one_of(env, "TRACER_LOG_FORMAT", "json", ("json", "text")),
-            log_level=_one_of(
-                env, "TRACER_LOG_LEVEL", "info", ("debug", "info", "warning", "error")
-            ).upper(),
+            log_format=_one_of(env, "TRACER_LOG_FORMAT", "json", LOG_FORMATS),
+            log_level=_one_of(env, "TRACER_LOG_LEVEL", "info", LOG_LEVELS).upper(),
             limits=RequestLimits.from_env(env),
         )
 
     @property
     def roots(self) -> tuple[Path, ...]:
         return self.data_roots if self.data_roots is not None else (Path.cwd(),)
+
+
+LOG_FORMATS = ("json", "text")  # tracer.logs.formatter
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _one_of(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:

@@ -15,8 +15,6 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-FORMATS = ("json", "text")
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
 

@@ -50,7 +50,6 @@ class JobIds:
 class Dispatcher(Protocol):
     def submit(self, run: Submitted) -> JobIds: ...
     def status(self, job_id: str) -> dict[str, Any] | None: ...
-    def ping(self) -> str: ...
 
 
 def queue_names(config: Config) -> tuple[str, str]:
@@ -170,10 +169,6 @@ class RQDispatcher:
             "error": error,
         }
 
-    def ping(self) -> str:
-        self.connection.ping()
-        return "ok"
-
 
 @dataclass
 class _Local:
@@ -253,9 +248,6 @@ class InProcessDispatcher:
             "result": job.result,
             "error": job.error,
         }
-
-    def ping(self) -> str:
-        return "not configured: jobs run in-process"
 
 
 def dispatcher(config: Config) -> Dispatcher:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 from api.state import State
 from tracer import db
+from tracer.errors import summary
 from workers.queue_stats import in_process_figures, rq_figures, rq_workers
 from workers.queues import InProcessDispatcher
 
@@ -149,7 +150,7 @@ def _postgres(engine: Engine) -> dict[str, Any]:
             revision = _revision(conn)
     except Exception as exc:  # any failure means unhealthy; the message says which
         return {"ok": False, "latency_ms": None, "revision": None, "head": head,
-                "schema_current": False, "error": first_line(exc)}  # fmt: skip
+                "schema_current": False, "error": summary(exc)}  # fmt: skip
     return {"ok": True, "latency_ms": latency, "revision": revision, "head": head,
             "schema_current": revision == head, "error": None}  # fmt: skip
 
@@ -161,7 +162,7 @@ def _redis(redis: Redis | None) -> dict[str, Any]:
     try:
         redis.ping()
     except Exception as exc:
-        return {"ok": False, "configured": True, "latency_ms": None, "error": first_line(exc)}
+        return {"ok": False, "configured": True, "latency_ms": None, "error": summary(exc)}
     return {"ok": True, "configured": True, "latency_ms": _ms(started), "error": None}
 
 
@@ -193,12 +194,6 @@ def _head() -> str:
     """The migration the code expects (the files do not change while the process runs)."""
     heads = ScriptDirectory.from_config(db.alembic_config(None)).get_heads()  # type: ignore[arg-type]
     return ",".join(sorted(heads))
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as a short sentence: the driver's first line, never a repr or a URL."""
-    message = str(getattr(exc, "orig", None) or exc).strip()
-    return message.splitlines()[0] if message else type(exc).__name__
 
 
 def _ms(started: float) -> float:

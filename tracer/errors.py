@@ -50,3 +50,12 @@ class ConflictError(TracerError):
     """The request contradicts what is stored (e.g. a run id reused with another pipeline)."""
 
     status = 409
+
+
+def summary(exc: BaseException) -> str:
+    """An exception as one sentence for a log line or a health report: a TracerError's
+    message (what the user reads), else the first line of the driver's, never a repr."""
+    if isinstance(exc, TracerError):
+        return exc.message
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

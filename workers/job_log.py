@@ -20,7 +20,7 @@ from typing import Any
 from rq import get_current_job
 from sqlalchemy import Engine, null, select
 
-from tracer.errors import TracerError
+from tracer.errors import summary
 from tracer.tables import datasets, runs
 
 log = logging.getLogger("tracer.job")
@@ -56,7 +56,7 @@ def logged(
     try:
         yield line
     except Exception as exc:
-        line.update(outcome="failed", error=_message(exc), duration_ms=_ms(started))
+        line.update(outcome="failed", error=summary(exc), duration_ms=_ms(started))
         line["will_retry"] = bool(job is not None and job.retries_left)
         log.error(
             "%s job %s failed after %.0f ms%s: %s%s", kind, line["job_id"],
@@ -97,13 +97,6 @@ def _about(line: dict[str, Any]) -> str:
     parts = [f"dataset {line['dataset']!r}"] if line.get("dataset") else []
     parts += [f"run {line['run_id']!r}"] if line.get("run_id") else []
     return f" ({' of '.join(parts)})" if parts else ""
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, TracerError):
-        return exc.message
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _ms(started: float) -> float:

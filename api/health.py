@@ -23,8 +23,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from api.state import State
 from tracer import db
 from tracer.errors import summary
-from workers.queue_stats import in_process_figures, rq_figures, rq_workers
-from workers.queues import InProcessDispatcher
+from workers.queue_stats import figures, listening_workers
 
 CONNECT_TIMEOUT_S = 2  # libpq's (and psycopg's) minimum
 STATEMENT_TIMEOUT_MS = 2000
@@ -167,18 +166,13 @@ def _redis(redis: Redis | None) -> dict[str, Any]:
 
 
 def _queue(state: State, redis: Redis | None) -> dict[str, int] | None:
-    if isinstance(state.dispatcher, InProcessDispatcher):
-        queues, workers = [in_process_figures(state.dispatcher)], 1
-    else:
-        assert redis is not None
-        try:
-            queues = rq_figures(redis, state.config)
-            workers = rq_workers(redis, state.config)
-        except Exception:  # Redis went away between the ping and now: no figures
-            return None
+    try:
+        queues = figures(state.dispatcher, redis, state.config)
+    except Exception:  # Redis went away between the ping and now: no figures
+        return None
     total = {s: sum(q.jobs[s] for q in queues) for s in ("queued", "started", "failed")}
     return {"backlog": total["queued"], "started": total["started"], "failed": total["failed"],
-            "workers": workers}  # fmt: skip
+            "workers": listening_workers(queues)}  # fmt: skip
 
 
 def _revision(conn: Connection) -> str | None:

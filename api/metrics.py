@@ -45,13 +45,7 @@ from api.state import State
 from tracer.model import DatasetStatus, RunStatus
 from tracer.tables import datasets, runs
 from workers import job_log
-from workers.queue_stats import (
-    STATES,
-    QueueFigures,
-    in_process_figures,
-    rq_figures,
-    rq_last_classification,
-)
+from workers.queue_stats import STATES, figures, rq_last_classification
 from workers.queues import InProcessDispatcher
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -169,11 +163,10 @@ def _stored(engine: Engine) -> list[Metric]:
 
 def _jobs(state: State, redis: Any) -> list[Metric]:
     """Jobs by queue and state, workers by queue, and the latest classification's time."""
+    queues = figures(state.dispatcher, redis, state.config)
     if isinstance(state.dispatcher, InProcessDispatcher):
-        queues: list[QueueFigures] = [in_process_figures(state.dispatcher)]
         last = job_log.last_classification
     else:
-        queues = rq_figures(redis, state.config)
         last = rq_last_classification(redis, state.config)
     jobs = GaugeMetricFamily(
         "tracer_jobs", "Jobs by queue and state (as rq keeps them)", labels=["queue", "state"]

@@ -17,7 +17,7 @@ from rq.job import Job
 
 from tracer.config import Config
 from workers.job_log import Classification
-from workers.queues import InProcessDispatcher, queue_names
+from workers.queues import InProcessDispatcher, RQDispatcher, queue_names
 
 STATES = ("queued", "started", "deferred", "scheduled", "finished", "failed", "canceled")
 IN_PROCESS = "in-process"
@@ -27,7 +27,26 @@ IN_PROCESS = "in-process"
 class QueueFigures:
     queue: str
     jobs: dict[str, int]  # every state of STATES
-    workers: int
+    worker_keys: frozenset[str]  # the workers listening on the queue
+
+    @property
+    def workers(self) -> int:
+        return len(self.worker_keys)
+
+
+def figures(
+    dispatcher: RQDispatcher | InProcessDispatcher, connection: Redis | None, config: Config
+) -> list[QueueFigures]:
+    """The deployment's queues: rq's, or the serving process's own job thread."""
+    if isinstance(dispatcher, InProcessDispatcher):
+        return [in_process_figures(dispatcher)]
+    assert connection is not None
+    return rq_figures(connection, config)
+
+
+def listening_workers(queues: list[QueueFigures]) -> int:
+    """Workers listening on any of the queues (an rq worker listens on both)."""
+    return len(frozenset().union(*(q.worker_keys for q in queues)))
 
 
 def rq_figures(connection: Redis, config: Config) -> list[QueueFigures]:
@@ -49,17 +68,9 @@ def rq_figures(connection: Redis, config: Config) -> list[QueueFigures]:
                 pipe.zcard(registry.key)
             counts = pipe.execute()
         jobs = dict(zip(("queued", *registries), (int(n) for n in counts), strict=True))
-        out.append(QueueFigures(name, jobs, Worker.count(connection=connection, queue=queue)))
+        listening = frozenset(Worker.all_keys(connection=connection, queue=queue))
+        out.append(QueueFigures(name, jobs, listening))
     return out
-
-
-def rq_workers(connection: Redis, config: Config) -> int:
-    """Workers listening on any of this deployment's queues (each listens on both)."""
-    keys: set[str] = set()
-    for name in queue_names(config):
-        queue = Queue(name, connection=connection)
-        keys.update(Worker.all_keys(connection=connection, queue=queue))
-    return len(keys)
 
 
 def rq_last_classification(connection: Redis, config: Config) -> Classification | None:
@@ -82,4 +93,4 @@ def in_process_figures(dispatcher: InProcessDispatcher) -> QueueFigures:
     """What the serving process's own job thread has: its jobs by state, one worker."""
     with dispatcher.lock:
         counted = Counter(job.status for job in dispatcher.jobs.values())
-    return QueueFigures(IN_PROCESS, {s: counted.get(s, 0) for s in STATES}, 1)
+    return QueueFigures(IN_PROCESS, {s: counted.get(s, 0) for s in STATES}, frozenset({IN_PROCESS}))

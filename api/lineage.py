@@ -7,7 +7,7 @@ Every list item carries the URL of its client's journey, every list streams as C
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -87,8 +87,13 @@ def csv_response(
         with connection() as conn:
             return fetch(conn, token)
 
+    return csv_attachment(csv_chunks(kind, key_columns, every_page(fetched)), name)
+
+
+def csv_attachment(chunks: Iterator[str], name: str) -> Response:
+    """CSV text streamed as a download named `name`.csv."""
     return Response(
-        stream_with_context(csv_chunks(kind, key_columns, every_page(fetched))),
+        stream_with_context(chunks),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{safe_name(name)}.csv"'},
     )

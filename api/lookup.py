@@ -21,7 +21,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from api.auth import read_only
-from api.lineage import journey_urls, safe_name
+from api.lineage import csv_attachment, journey_urls
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import Key, ReasonSchema, RunSchema, StageOutcomeSchema, _Strict, csv_alternative
 from api.state import connection
@@ -29,6 +29,7 @@ from tracer.errors import TracerError
 from tracer.outcomes import Final
 from tracer.queries import lookup as core
 from tracer.queries.common import load_run
+from tracer.queries.csv_lists import csv_chunks
 
 blp = Blueprint(
     "lookup", __name__, url_prefix="/api/v1/runs", description="Many clients of a run at once"
@@ -156,12 +157,8 @@ def lookup_keys(args: dict[str, Any], run_id: str) -> Response:
         answers = core.lookup(conn, run, encoded)
     batches = _batches(answers, journey_urls(run_id))
     if args["format"] == "csv":
-        name = safe_name(run_id)
-        return Response(
-            stream_with_context(core.csv_document(run.key, batches)),
-            mimetype="text/csv",
-            headers={"Content-Disposition": f'attachment; filename="{name}-lookup.csv"'},
-        )
+        chunks = csv_chunks("lookup", run.key, ({"items": b} for b in batches))
+        return csv_attachment(chunks, f"{run_id}-lookup")
     return Response(
         stream_with_context(core.json_document(run.header(), len(answers), batches)),
         mimetype="application/json",

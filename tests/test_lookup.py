@@ -19,6 +19,7 @@ from tests.pipelines import RunBuilder
 from tracer.cli import main
 from tracer.config import parse_tokens
 from tracer.queries import lookup as core
+from tracer.queries.csv_lists import header
 
 REPORTED = {"reported": True, "stage_column": "stage", "reason_column": "reason"}
 OPERATIONAL = {"reported": False, "stage_column": "stage", "reason_column": "reason"}
@@ -127,7 +128,7 @@ def test_csv_upload_and_csv_answer(app: Any, build: RunBuilder, one_column: str)
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert "lookup-one-lookup.csv" in response.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
-    assert list(rows[0]) == core.csv_header(["client_id"])
+    assert list(rows[0]) == header("lookup", ["client_id"])
     assert [r["client_id"] for r in rows] == ["10", "3", "555", "7"]
     assert [r["final_outcome"] for r in rows] == [
         expected(build, one_column, 10)["final_outcome"], "targeted", "not_found", "dropped"
@@ -284,7 +285,7 @@ def test_cli_answers_as_the_api_in_batches(
     assert lines[-1].startswith("targeted 6") and "not_found 1" in lines[-1]
     as_csv = where(one_column, "--keys", "-", "--csv", stdin="client_id,x\n10,a\n555,b\n")
     rows = list(csv.reader(io.StringIO(as_csv.stdout)))
-    assert rows[0] == core.csv_header(["client_id"])
+    assert rows[0] == header("lookup", ["client_id"])
     assert [r[:3] for r in rows[1:]] == [["10", "dropped", "b"], ["555", "not_found", ""]]
 
 

@@ -20,6 +20,7 @@ from tracer.errors import TracerError
 from tracer.partitions import lock_for_reading
 from tracer.queries import lookup as core
 from tracer.queries.common import RunInfo, load_run
+from tracer.queries.csv_lists import csv_chunks
 from tracer.queries.explain import logged
 from tracer.render import key_text
 
@@ -56,7 +57,7 @@ def where(ctx: click.Context, run_id: str, keys_file: IO[str], as_json: bool, as
         for chunk in core.json_document(run.header(), len(encoded), batches):
             click.echo(chunk, nl=False)
     elif as_csv:
-        for text in core.csv_document(run.key, batches):
+        for text in csv_chunks("lookup", run.key, ({"items": b} for b in batches)):
             click.echo(text, nl=False)
     else:
         _table(run, len(encoded), batches)

@@ -1,5 +1,6 @@
 """Every list as CSV, the same from the API (`format=csv`) and the CLI (`--csv`): a header
-row always, an empty list too, then one row per item of every page, in list order."""
+row always, an empty list too, then one row per item of every page (or batch of a batch
+lookup), in list order."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ def _gap_key(item: dict[str, Any]) -> list[Any]:
             reasons_text(item["reasons"])]  # fmt: skip
 
 
+def _lookup(item: dict[str, Any]) -> list[Any]:
+    where = item["left_at"] or {}
+    return [*item["key"].values(), item["final_outcome"], where.get("stage"),
+            where.get("outcome"), reasons_text(item["reasons"])]  # fmt: skip
+
+
 def _compare_key(item: dict[str, Any]) -> list[Any]:
     first = item["first_difference"] or {}
     return [*item["key"].values(), item["a"], item["b"],
@@ -59,6 +66,7 @@ _HEADERS: dict[str, tuple[list[str], list[str]]] = {
          "reasons"],
     ),
     "gap_keys": ([], ["stage", "outcome", "final_outcome", "reasons"]),
+    "lookup": ([], ["final_outcome", "left_stage", "left_outcome", "reasons"]),
     "compare_keys": (
         [], ["a", "b", "first_difference_stage", "first_difference_a", "first_difference_b"]
     ),
@@ -70,6 +78,7 @@ _HEADERS: dict[str, tuple[list[str], list[str]]] = {
 _ROWS: dict[str, Callable[[dict[str, Any]], list[Any]]] = {
     "anomalies": _anomaly,
     "gap_keys": _gap_key,
+    "lookup": _lookup,
     "compare_keys": _compare_key,
     "runs": _run,
 }

@@ -18,7 +18,6 @@ refused before anything is looked up, named by its position (`keys[3]`, `line 5`
 from __future__ import annotations
 
 import csv
-import io
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -29,7 +28,6 @@ from sqlalchemy import Connection, text
 from tracer.errors import TracerError
 from tracer.outcomes import Final, parse_stage_cells
 from tracer.queries.common import RunInfo
-from tracer.queries.csv_lists import reasons_text
 from tracer.queries.explain import left_at, reasons_of
 from tracer.queries.key_input import key_values
 from tracer.queries.patterns import run_patterns
@@ -253,26 +251,3 @@ def json_document(
         first = False
     ordered = {label: counts[label] for label in (*_FINALS.values(), NOT_FOUND) if counts[label]}
     yield b'],"counts":' + orjson.dumps(ordered) + b"}\n"
-
-
-def csv_header(key_columns: Sequence[str]) -> list[str]:
-    return [*key_columns, "final_outcome", "left_stage", "left_outcome", "reasons"]
-
-
-def csv_document(
-    key_columns: Sequence[str], batches: Iterable[list[dict[str, Any]]]
-) -> Iterator[str]:
-    """The header row, then one row per key of each batch: a chunk of CSV text per batch."""
-    buffer = io.StringIO()
-    out = csv.writer(buffer)
-    out.writerow(csv_header(key_columns))
-    for batch in batches:
-        for item in batch:
-            where = item["left_at"] or {}
-            out.writerow([*item["key"].values(), item["final_outcome"], where.get("stage"),
-                          where.get("outcome"), reasons_text(item["reasons"])])  # fmt: skip
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.getvalue():  # no batch at all: the header alone
-        yield buffer.getvalue()

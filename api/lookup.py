@@ -150,8 +150,7 @@ def lookup_keys(args: dict[str, Any], run_id: str) -> Response:
     with connection() as conn:  # one snapshot: every answer from one classification
         run = load_run(conn, run_id)
         if isinstance(body, str):
-            lines, keys = _csv_keys(body, run.key)
-            encoded = core.encode_keys(run, keys, lambda i: f"line {lines[i]}")
+            encoded = core.encode_csv(run, io.StringIO(body, newline=""), one_batch=True)
         else:
             encoded = core.encode_keys(run, body)
         answers = core.lookup(conn, run, encoded)
@@ -169,13 +168,6 @@ class UnsupportedMediaTypeError(TracerError):
     """A body in a format the lookup does not read (HTTP 415)."""
 
     status = 415
-
-
-def _csv_keys(body: str, columns: tuple[str, ...]) -> tuple[list[int], list[object]]:
-    """(line numbers, keys) of a CSV body, at most MAX_KEYS keys."""
-    rows = list(core.csv_rows(io.StringIO(body, newline=""), columns))
-    core.check_count(len(rows))
-    return [line for line, _ in rows], [key for _, key in rows]
 
 
 def _body() -> list[object] | str:

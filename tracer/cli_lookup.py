@@ -49,9 +49,7 @@ def where(ctx: click.Context, run_id: str, keys_file: IO[str], as_json: bool, as
     with engine.connect() as conn:
         lock_for_reading(conn)
         run = load_run(conn, run_id)
-    rows = list(core.csv_rows(keys_file, run.key))
-    lines = [line for line, _ in rows]
-    encoded = core.encode_keys(run, [key for _, key in rows], lambda i: f"line {lines[i]}")
+    encoded = core.encode_csv(run, keys_file)
     batches = _batches(engine, run, encoded)
     if as_json:
         for chunk in core.json_document(run.header(), len(encoded), batches):

@@ -132,6 +132,16 @@ def _rows(reader: Any) -> Iterator[list[str]]:
         yield row
 
 
+def encode_csv(run: RunInfo, lines: Iterable[str], one_batch: bool = False) -> list[str]:
+    """The keys of CSV text (`csv_rows`), each as stored, a malformed one named by its line;
+    for `one_batch`, more than MAX_KEYS refused before any is encoded."""
+    rows = list(csv_rows(lines, run.key))
+    if one_batch:
+        check_count(len(rows))
+    numbers = [line for line, _ in rows]
+    return encode_keys(run, [key for _, key in rows], lambda i: f"line {numbers[i]}")
+
+
 def encode_keys(
     run: RunInfo, keys: Sequence[object], where: Callable[[int], str] = "keys[{}]".format
 ) -> list[str]:

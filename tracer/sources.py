@@ -92,11 +92,10 @@ class PartFile:
 
     path: str
     schema: pa.Schema
-    rows: int
 
 
 def read_footers(dataset: ds.Dataset) -> tuple[list[PartFile], list[str]]:
-    """Every file's schema and row count from its footer alone, and what is wrong with any.
+    """Every file's schema from its footer alone, and what is wrong with any.
 
     Dataset discovery reads only the first file's footer, so a Spark folder whose other
     part files are empty, truncated or of another schema would only fail (or be cast
@@ -118,14 +117,13 @@ def read_footer(path: str, filesystem: pafs.FileSystem | None = None) -> PartFil
     """One file's footer, or what is wrong with the file (empty, not Parquet, a column twice)."""
     filesystem = filesystem or pafs.LocalFileSystem()
     try:
-        if filesystem.get_file_info(path).size == 0:
-            return "is empty (0 bytes), not a Parquet file"
         with filesystem.open_input_file(path) as stream:
-            metadata = pq.read_metadata(stream)
-        schema = metadata.schema.to_arrow_schema()
+            if stream.size() == 0:  # the one stat, from the open file (one request on S3)
+                return "is empty (0 bytes), not a Parquet file"
+            schema = pq.read_metadata(stream).schema.to_arrow_schema()
     except (pa.ArrowException, OSError) as exc:
         return f"not readable as Parquet ({exc})"
     twice = sorted(name for name, n in Counter(schema.names).items() if n > 1)
     if twice:
         return f"column {', '.join(map(repr, twice))} appears twice"
-    return PartFile(path, schema, metadata.num_rows)
+    return PartFile(path, schema)

@@ -1,11 +1,9 @@
 """Request bodies read without trusting their shape.
 
-Python's JSON decoder and PyYAML's composer recurse once per level of nesting, so a body of
-100,000 `[` raises RecursionError deep inside a parser (a 500), and a YAML alias bomb of a
-few hundred bytes expands into billions of values for whatever walks it next. Here the
-nesting of a JSON body is measured on its bytes before any parser sees them, YAML is
-composed by a loader that stops at the depth limit, and a gzip body is inflated only up to
-the size limit.
+Python's JSON decoder recurses once per level of nesting, so a body of 100,000 `[` raises
+RecursionError deep inside the parser (a 500). Here the nesting of a JSON body is measured
+on its bytes before any parser sees them (YAML is composed by tracer.bounded_yaml, which
+stops at the depth limit itself), and a gzip body is inflated only up to the size limit.
 """
 
 from __future__ import annotations
@@ -13,9 +11,6 @@ from __future__ import annotations
 import re
 import zlib
 from itertools import accumulate
-from typing import Any
-
-import yaml
 
 from tracer.errors import TracerError
 
@@ -75,35 +70,3 @@ def inflate(data: bytes, limit: int) -> bytes | None:
     except zlib.error:
         return None
     return bytes(out)
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing nesting deeper than `max_depth` while composing (the
-    composer's recursion), before a document can exhaust the stack."""
-
-    max_depth = 64
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        self._depth += 1
-        try:
-            if self._depth > self.max_depth:
-                mark = self.peek_event().start_mark
-                raise TooDeep(self.max_depth, f" (line {mark.line + 1}, column {mark.column + 1})")
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def load_yaml(text: str, max_depth: int) -> Any:
-    """One YAML document, safe types only, nested at most `max_depth` deep. Aliases stay
-    shared objects: whoever walks the result must bound its walk (manifest.check_size)."""
-    loader = _BoundedLoader(text)
-    loader.max_depth = max_depth
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()

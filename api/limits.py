@@ -8,7 +8,7 @@
   included);
 * a JSON body (or an OpenLineage event, read as JSON whatever its type) nested deeper than
   `TRACER_MAX_BODY_DEPTH` is refused with 400 before any parser recurses into it (YAML is
-  bounded by api/bodies.load_yaml while it is composed);
+  bounded by tracer.bounded_yaml while it is composed);
 * control characters (NUL, CR, LF, ...) in a path or query parameter are refused with
   400 naming the parameter: no run id, key or name holds one, and PostgreSQL cannot even
   store NUL.
@@ -141,7 +141,7 @@ def check_request(limits: RequestLimits) -> None:
     if len(data) > cap:
         raise TooLarge(f"the request body is larger than {cap:,} bytes: {limit}")
     if not (request.is_json or events):
-        return  # YAML is bounded while it is composed (api/bodies.load_yaml); CSV is flat
+        return  # YAML is bounded while it is composed (tracer.bounded_yaml); CSV is flat
     if request.headers.get("Content-Encoding", "").lower() == "gzip":
         data = inflate(data, cap) or b""  # not gzip: its reader says so
     if json_nesting_exceeds(data, limits.depth):

@@ -10,12 +10,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import Connection
 
-from api.bodies import YAML_TYPES, load_yaml
+from api.bodies import YAML_TYPES, TooDeep
 from api.lineage import CSV, csv_response
 from api.paging import with_next_url
 from api.schemas import ErrorSchema as ERROR
 from api.schemas import RunCreatedSchema, RunDetailSchema, RunListArgsSchema, RunListSchema
 from api.state import connection, state
+from tracer.bounded_yaml import NestedTooDeep, load_yaml, yaml_problem
 from tracer.errors import ManifestError, TracerError
 from tracer.manifest import ManifestSpec, parse_manifest
 from tracer.model import RunStatus
@@ -49,8 +50,10 @@ def _manifest_body() -> dict[str, Any]:
     if mimetype in YAML_TYPES:
         try:
             body = load_yaml(request.get_data(as_text=True), limits.depth)
+        except NestedTooDeep as exc:
+            raise TooDeep(limits.depth, exc.where) from None
         except yaml.YAMLError as exc:
-            raise TracerError(f"request body is not valid YAML: {_yaml_problem(exc)}") from None
+            raise TracerError(f"request body is not valid YAML{yaml_problem(exc)}") from None
     elif mimetype == "application/json":
         body = request.get_json(silent=True)
         if body is None:
@@ -64,13 +67,6 @@ def _manifest_body() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ManifestError("a manifest is a mapping with 'pipeline' and 'run'")
     return body
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """PyYAML's problem and where, on one line (its str() spans several, with a snippet)."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    return f"{getattr(exc, 'problem', None) or str(exc).splitlines()[0]}{where}"
 
 
 @blp.route("")

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tracer import keys as keymod
+from tracer.bounded_yaml import NestedTooDeep, load_yaml, yaml_problem
 from tracer.errors import ManifestError
 from tracer.graph import StageGraph, build_graph
 from tracer.limits import (
@@ -194,31 +195,24 @@ def parse_document(text: str, source: str) -> dict[str, Any]:
     malformed is a ManifestError (manifests and pipeline definitions alike)."""
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"{source}: a manifest may have at most {MAX_MANIFEST_BYTES:,} bytes")
+    too_deep = f"{source}: nested too deeply (a manifest nests at most {MAX_MANIFEST_DEPTH} levels)"
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        is_json = text.lstrip().startswith("{")
+        data = json.loads(text) if is_json else load_yaml(text, MAX_MANIFEST_DEPTH)
     except json.JSONDecodeError as exc:
         raise ManifestError(
             f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}"
         ) from None
+    except NestedTooDeep as exc:
+        raise ManifestError(too_deep + exc.where) from None
     except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: not valid YAML{_yaml_where(exc)}") from None
-    except RecursionError:
-        raise ManifestError(
-            f"{source}: nested too deeply (a manifest nests at most {MAX_MANIFEST_DEPTH} levels)"
-        ) from None
+        raise ManifestError(f"{source}: not valid YAML{yaml_problem(exc)}") from None
+    except RecursionError:  # JSON's decoder recurses too
+        raise ManifestError(too_deep) from None
     if not isinstance(data, dict):
         raise ManifestError(f"{source}: a manifest is a mapping with 'pipeline' and 'run'")
     check_size(data, source)
     return data
-
-
-def _yaml_where(exc: yaml.YAMLError) -> str:
-    """' (line L, column C): what' from PyYAML's marks, counted from 1 like editors do."""
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-    words = [getattr(exc, "context", None), getattr(exc, "problem", None)]
-    what = ", ".join(w for w in words if w) or str(exc).splitlines()[0]
-    return f"{where}: {what}"
 
 
 def check_size(data: Any, source: str) -> None:

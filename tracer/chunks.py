@@ -1,6 +1,6 @@
 """The per-key row format ingestion writes and classification reads, and the DuckDB both use.
 
-A chunk is Parquet of `CHUNK_SCHEMA`: one row per (stage, key, reason) of one dataset.
+A chunk is Parquet of the columns below: one row per (stage, key, reason) of one dataset.
 Datasets ingested one job at a time (possibly on many machines) store theirs in
 `dataset_chunks`; a run ingested in one pass keeps them in local files (`LocalChunks`).
 """
@@ -12,8 +12,6 @@ from enum import IntEnum
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 
 class ChunkKind(IntEnum):
@@ -24,16 +22,17 @@ class ChunkKind(IntEnum):
     OPERATIONAL = 2
 
 
-CHUNK_SCHEMA = pa.schema(
-    [
-        ("dataset_id", pa.int32()),
-        ("kind", pa.int8()),  # ChunkKind
-        ("stage", pa.int16()),
-        ("key", pa.string()),
-        ("rows", pa.int32()),
-        ("grains", pa.int32()),  # distinct grain values among the key's rows
-        ("reason", pa.string()),
-    ]
+CHUNK_COLUMNS = (
+    "dataset_id",  # INTEGER
+    "kind",  # TINYINT: ChunkKind
+    "stage",  # SMALLINT: index in pipeline order
+    # BIGINT for one int64 key component held in an integer column (tracer.keys.
+    # groups_as_integer), else VARCHAR: the encoded key; CAST to VARCHAR is the encoded key
+    # either way, and files of both kinds read together take the first file's type.
+    "key",
+    "rows",  # INTEGER
+    "grains",  # INTEGER: distinct grain values among the key's rows
+    "reason",  # VARCHAR
 )
 
 
@@ -53,8 +52,13 @@ class LocalChunks:
         self.folder = folder
         self.files: dict[int, list[str]] = {}  # dataset id -> its chunk files
 
-    def append(self, dataset_id: int, table: pa.Table) -> None:
+    def write(self, con: duckdb.DuckDBPyConnection, dataset_id: int, rows: str) -> int:
+        """Write the chunk rows of query `rows` as one more file of the dataset; how many.
+        DuckDB writes them in parallel, uncompressed: they live only until classified."""
         files = self.files.setdefault(dataset_id, [])
         path = self.folder / f"{dataset_id}-{len(files)}.parquet"
-        pq.write_table(table, path, compression="lz4")
+        written = con.execute(
+            f"COPY ({rows}) TO '{path}' (FORMAT parquet, COMPRESSION uncompressed)"
+        ).fetchall()[0][0]
         files.append(str(path))
+        return int(written)

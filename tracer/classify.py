@@ -42,6 +42,7 @@ from sqlalchemy import (
 )
 
 from tracer.chunks import ChunkKind, LocalChunks, duckdb_connection
+from tracer.errors import TracerError
 from tracer.model import DatasetRole, Pipeline, RunStatus, Stage
 from tracer.outcomes import (
     COUNT_VARIABLES,
@@ -110,13 +111,13 @@ def classify_run(
         try:
             _classify(duck, pipeline, files)
             summaries = _stage_summaries(conn, duck, run_pk, pipeline)
-            keys = duck.execute("SELECT count(*) FROM key_finals").fetchall()[0][0]
+            keys = duck.execute("SELECT count(*) FROM key_hashes").fetchall()[0][0]
             tables = create_loading_tables(conn, run_pk)
             _copy(
                 conn,
                 (key_outcomes, tables["key_outcomes"]),
                 duck,
-                _key_outcomes_select(run_pk, pipeline),
+                _key_outcomes_select(run_pk),
                 _KEY_OUTCOME_COLUMNS,
             )
             _copy(conn, (key_patterns, tables["key_patterns"]), duck, _key_patterns_select(run_pk))
@@ -221,53 +222,89 @@ def _pattern_columns(pipeline: Pipeline) -> list[str]:
     ]
 
 
-def _patterns(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline) -> None:
-    """Table `patterns`: the distinct per-stage patterns of the run's keys, numbered from 1,
-    with their text as `key_patterns` stores it; and each key's number in `key_finals`."""
+_SALTS = 8
+
+
+def _patterns(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, per_stage: str) -> str:
+    """Table `patterns`: the distinct per-stage patterns of the run's keys with how many keys
+    have each, numbered from 1, with their text as `key_patterns` stores it and the final
+    outcome and gap causes they imply. Returns the SQL of a key's `pattern_hash` there: a
+    64-bit hash of its pattern, salted until no two of the run's patterns share one."""
     columns = ", ".join(_pattern_columns(pipeline))
+    duck.execute(
+        f"CREATE TABLE pattern_counts AS SELECT {columns}, count(*) AS keys "
+        f"FROM ({per_stage}) GROUP BY ALL"
+    )
+    for salt in range(_SALTS):
+        hashed = f"hash({columns}, {salt})"
+        distinct, total = duck.execute(
+            f"SELECT count(DISTINCT {hashed}), count(*) FROM pattern_counts"
+        ).fetchall()[0]
+        if distinct == total:
+            break
+    else:  # eight 64-bit collisions among a run's few hundred patterns: never seen
+        raise TracerError("pattern hashes collide whatever the salt; please report this run")
     cells = [
         f"CASE WHEN {c['outcome']} = 0 THEN '' ELSE concat_ws(',', {c['outcome']}, {c['in']}, "
         f"{c['out']}, {c['drop_rep']}, {c['drop_ops']}, {c['over']}) END"
         for c in _all_columns(pipeline)
     ]
     codes = ", ".join(f"chr(64 + {c['outcome']})" for c in _all_columns(pipeline))
+    finals = [
+        *_final_columns(pipeline), *_cause_columns(pipeline, False),
+        *_cause_columns(pipeline, True),
+    ]  # fmt: skip
     # Numbered in the byte order of their text, as migration 0008 numbers stored runs: a
     # pattern's number depends on the run's patterns alone (tracer.queries.patterns keeps
     # them by classification).
     duck.execute(
         "CREATE TABLE patterns AS SELECT row_number() OVER (ORDER BY stages)::INTEGER AS "
-        f"pattern, * FROM (SELECT *, concat_ws(';', {', '.join(cells)}) AS stages, "
-        f"concat({codes}) AS codes FROM (SELECT DISTINCT {columns} FROM key_finals))"
+        f"pattern, * FROM (SELECT *, {hashed} AS pattern_hash, {', '.join(finals)}, "
+        f"concat_ws(';', {', '.join(cells)}) AS stages, concat({codes}) AS codes "
+        "FROM pattern_counts)"
     )
+    duck.execute("DROP TABLE pattern_counts")
+    return hashed
+
+
+# Stage outputs hash-joined onto a run's keys in one statement while their build sides fit
+# in CLASSIFY_MEMORY: at most this many keys times outputs per statement. At 5M clients all
+# seven at once spilled (5.4 s) or ran out of memory; two at a time took 2.6-2.9 s, and at
+# 1M clients all seven in one statement stay the fastest (0.35 s).
+_JOINED_KEYS = 12_000_000
 
 
 def _classify(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
-    """Build table `key_finals`: per key, each stage's counts and outcome, and the final outcome.
+    """Build view `key_finals`: per key, each stage's counts and outcome, and the final outcome.
 
     The chunk files are read where needed, never loaded whole: each stage's output
     (one row per key) is hash-joined onto the run's distinct keys, which at 1M
-    clients took 1.7 s where a 28-aggregate FILTER pivot took 2.9 s. The in-expressions,
-    the outcomes and the finals are projections stacked on that join, each computed once
-    per row, and only their result is materialised: at 1M clients, a table per level cost
-    0.4 s more.
+    clients took 1.7 s where a 28-aggregate FILTER pivot took 2.9 s. Everything else a
+    key has is a function of its pattern (its outcome and counts at every stage), and a
+    run's keys share a few dozen patterns: the in-expressions and outcomes, projections
+    stacked on the joined rows, are computed twice (once to count the patterns, once to
+    hash each key's), and what is stored per key is its hash alone. At 5M clients a
+    table of every per-stage column spilled (1.2 GB) and took 3.1 s to write.
     """
     _trace_rows(duck, pipeline, files)
+    _key_rows(duck, pipeline, files)
     inputs = [
         f"({_in_expr(pipeline, s)})::INTEGER AS {_columns(s.index)['in']}" for s in pipeline.stages
     ]
     outcomes = [f"{_outcome_expr(s)} AS {_columns(s.index)['outcome']}" for s in pipeline.stages]
     over = [f"({c['out']} > {c['grains']})::INTEGER AS {c['over']}" for c in _all_columns(pipeline)]
-    finals = [
-        *_final_columns(pipeline), *_cause_columns(pipeline, False),
-        *_cause_columns(pipeline, True), *over,
-    ]  # fmt: skip
-    duck.execute(
-        f"CREATE TABLE key_finals AS SELECT *, {', '.join(finals)} FROM ("
-        f"SELECT *, {', '.join(outcomes)} FROM ("
-        f"SELECT *, {', '.join(inputs)} FROM ({_key_rows(pipeline, files)})))"
+    per_stage = (
+        f"SELECT *, {', '.join(over)} FROM (SELECT *, {', '.join(outcomes)} FROM ("
+        f"SELECT *, {', '.join(inputs)} FROM key_rows))"
     )
-    duck.execute("DROP TABLE trace_rows")
-    _patterns(duck, pipeline)
+    hashed = _patterns(duck, pipeline, per_stage)
+    duck.execute(
+        f"CREATE TABLE key_hashes AS SELECT key, {hashed} AS pattern_hash FROM ({per_stage})"
+    )
+    duck.execute("DROP TABLE key_rows")
+    duck.execute(
+        "CREATE VIEW key_finals AS SELECT * FROM key_hashes JOIN patterns USING (pattern_hash)"
+    )
 
 
 def _trace_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
@@ -284,27 +321,37 @@ def _trace_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _Run
     )
 
 
-def _key_rows(pipeline: Pipeline, files: _RunFiles) -> str:
-    """Every key of the run with its output rows, grains and drops per stage (the query)."""
-    selected = ["keys.key"]
-    joins = []
+def _key_rows(duck: duckdb.DuckDBPyConnection, pipeline: Pipeline, files: _RunFiles) -> None:
+    """Table `key_rows`: every key of the run with its output rows, grains and drops per
+    stage, the outputs joined on a few at a time (_JOINED_KEYS)."""
+    duck.execute(f"CREATE TABLE key_rows AS SELECT DISTINCT key FROM {files.read(files.every)}")
+    keys = duck.execute("SELECT count(*) FROM key_rows").fetchall()[0][0]
+    joins: list[tuple[list[str], str]] = []  # (columns, join clause)
     for s in pipeline.stages:
         c, out = _columns(s.index), f"output_{s.index}"
-        selected += [
-            f"coalesce({out}.rows, 0)::INTEGER AS {c['out']}",
-            f"coalesce({out}.grains, 0)::INTEGER AS {c['grains']}",
-            f"coalesce(trace_rows.{c['drop_rep']}, 0) AS {c['drop_rep']}",
-            f"coalesce(trace_rows.{c['drop_ops']}, 0) AS {c['drop_ops']}",
-        ]
         rows = files.read(files.outputs.get(s.index, []))
-        joins.append(
-            f"LEFT JOIN (SELECT key, rows, grains FROM {rows}) {out} ON {out}.key = keys.key"
+        joins.append((
+            [f"coalesce({out}.rows, 0)::INTEGER AS {c['out']}",
+             f"coalesce({out}.grains, 0)::INTEGER AS {c['grains']}"],
+            f"LEFT JOIN (SELECT key, rows, grains FROM {rows}) {out} ON {out}.key = key_rows.key",
+        ))  # fmt: skip
+    drops = [
+        f"coalesce(trace_rows.{c[name]}, 0) AS {c[name]}"
+        for c in _all_columns(pipeline)
+        for name in ("drop_rep", "drop_ops")
+    ]
+    joins.append((drops, "LEFT JOIN trace_rows ON trace_rows.key = key_rows.key"))
+    step = max(1, _JOINED_KEYS // max(keys, 1))
+    for start in range(0, len(joins), step):
+        part = joins[start : start + step]
+        columns = ", ".join(column for columns, _ in part for column in columns)
+        duck.execute(
+            f"CREATE TABLE key_rows_joined AS SELECT key_rows.*, {columns} FROM key_rows "
+            f"{' '.join(join for _, join in part)}"
         )
-    return (
-        f"SELECT {', '.join(selected)} "
-        f"FROM (SELECT DISTINCT key FROM {files.read(files.every)}) keys "
-        f"{' '.join(joins)} LEFT JOIN trace_rows ON trace_rows.key = keys.key"
-    )
+        duck.execute("DROP TABLE key_rows")
+        duck.execute("ALTER TABLE key_rows_joined RENAME TO key_rows")
+    duck.execute("DROP TABLE trace_rows")
 
 
 def _final_columns(pipeline: Pipeline) -> list[str]:
@@ -451,13 +498,12 @@ _KEY_OUTCOME_COLUMNS = (
 another migration adds to the table cannot shift them."""
 
 
-def _key_outcomes_select(run_pk: int, pipeline: Pipeline) -> str:
-    """One row per key: its final outcome, its pattern (`key_patterns`), its gap causes.
-    The pattern is joined here, as the rows stream out, not stored in `key_finals`."""
+def _key_outcomes_select(run_pk: int) -> str:
+    """One row per key: its final outcome, its pattern (`key_patterns`), its gap causes."""
     return f"""
 SELECT {int(run_pk)} AS run_pk, {TEXT_KEY} AS key, final, entered, targeted, traced,
        traced_reported, pattern, {", ".join(_CAUSES)}
-FROM key_finals JOIN patterns USING ({", ".join(_pattern_columns(pipeline))})
+FROM key_finals
 """
 
 
@@ -570,14 +616,14 @@ def _stage_summaries(
 ) -> list[dict[str, Any]]:
     """Keys and rows per stage and outcome, and the stage's flags, from one pass per stage."""
     parts = [
-        f"SELECT {s.index} AS stage, {c['outcome']} AS outcome, count(*) AS keys, "
-        f"sum({c['in']}) AS rows_in, sum({c['out']}) AS rows_out, "
-        f"sum({c['drop']}) AS rows_dropped, "
-        f"count(*) FILTER (WHERE {c['in']} >= 1) AS keys_in, "
-        f"count(*) FILTER (WHERE {c['out']} >= 1) AS keys_out, "
-        f"count(*) FILTER (WHERE {c['drop']} >= 1) AS keys_dropped, "
-        f"count(*) FILTER (WHERE {c['over']} = 1) AS grain_violations "
-        f"FROM key_finals WHERE {c['outcome']} <> 0 GROUP BY {c['outcome']}"
+        f"SELECT {s.index} AS stage, {c['outcome']} AS outcome, sum(keys) AS keys, "
+        f"sum({c['in']} * keys) AS rows_in, sum({c['out']} * keys) AS rows_out, "
+        f"sum({c['drop']} * keys) AS rows_dropped, "
+        f"coalesce(sum(keys) FILTER (WHERE {c['in']} >= 1), 0) AS keys_in, "
+        f"coalesce(sum(keys) FILTER (WHERE {c['out']} >= 1), 0) AS keys_out, "
+        f"coalesce(sum(keys) FILTER (WHERE {c['drop']} >= 1), 0) AS keys_dropped, "
+        f"coalesce(sum(keys) FILTER (WHERE {c['over']} = 1), 0) AS grain_violations "
+        f"FROM patterns WHERE {c['outcome']} <> 0 GROUP BY {c['outcome']}"
         for s in pipeline.stages
         for c in (_columns(s.index),)
     ]

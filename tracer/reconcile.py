@@ -87,13 +87,14 @@ def _dropped_columns(
 def run_totals(
     duck: duckdb.DuckDBPyConnection, summaries: list[dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The run's totals and the cells that explain both gaps, from the classifier's `key_finals`."""
+    """The run's totals and the cells that explain both gaps, from the classifier's
+    `patterns` (each with its count of keys) and, for samples, its `key_finals`."""
     cells = [
         Cell(*row)
         for row in duck.execute(
             "SELECT entered, targeted, traced, traced_reported, final, cause_stage, "
-            "cause_outcome, reporting_cause_stage, reporting_cause_outcome, count(*) "
-            "FROM key_finals GROUP BY ALL"
+            "cause_outcome, reporting_cause_stage, reporting_cause_outcome, sum(keys) "
+            "FROM patterns GROUP BY ALL"
         ).fetchall()
     ]
     total = sum(c.n for c in cells)

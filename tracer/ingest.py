@@ -78,7 +78,9 @@ def ingest_dataset(
         )
     )
     if local is not None:
-        keys = reader.load(lambda con, rows: local.write(con, dataset_id, rows))
+        keys = reader.load(
+            lambda con, rows: local.write(con, dataset_id, rows), local.database.cursor()
+        )
     else:
 
         def store(con: duckdb.DuckDBPyConnection, rows: str) -> int:
@@ -161,10 +163,11 @@ class _Reader:
     def fail(self, message: str, column: str | None = None) -> IngestError:
         return IngestError(self.dataset.name, self.dataset.uri, message, column)
 
-    def load(self, sink: Sink) -> int:
+    def load(self, sink: Sink, con: duckdb.DuckDBPyConnection | None = None) -> int:
         """Group the dataset into a DuckDB table, count from it, and give its keyed rows to
-        `sink` as one query: no row passes through Python on the way."""
-        con = duckdb_connection()
+        `sink` as one query: no row passes through Python on the way. On `con`, a
+        connection of its own (closed here), else on a new DuckDB."""
+        con = con or duckdb_connection()
         try:
             _as_src(con, self.source)
             self._check_key_casts(con)

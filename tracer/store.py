@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,10 @@ def ingest_manifest(
             for dataset, _, previous in reg.datasets
         )
         if not unchanged:
-            with tempfile.TemporaryDirectory(prefix="tracer-ingest-") as tmp:
-                local = LocalChunks(Path(tmp))
+            with (
+                tempfile.TemporaryDirectory(prefix="tracer-ingest-") as tmp,
+                closing(LocalChunks(Path(tmp))) as local,
+            ):
                 for dataset, dataset_id, _ in reg.datasets:
                     ingest_dataset(
                         conn, reg.run_pk, dataset_id, dataset, manifest.pipeline,

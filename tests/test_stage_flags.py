@@ -140,6 +140,44 @@ def test_integer_and_string_keys_are_one_key_only_when_declared_string(build: Ru
     assert build.outcome(run, "b", "42") == "passed"
 
 
+REPORTED_BY_COLUMN = {"reported": True, "stage_column": "stage", "reason_column": "reason"}
+
+
+def test_an_int64_key_matches_across_integer_and_text_columns(build: RunBuilder) -> None:
+    # "strings trimmed; 42 and "42" are one key only if the pipeline says the key is a
+    # string": under an int64 key, " 42" in a text column is the integer 42. Ingestion
+    # keeps an integer column's keys as integers and a text column's as their canonical
+    # text; a stage and the traces of either kind are read together.
+    a = [{"client_id": " 42"}, {"client_id": "7 "}, {"client_id": "0042"}, {"client_id": "8"}]
+    b = [{"client_id": 42}]
+    trace = [{"client_id": "7", "stage": "b", "reason": "opted out"}]
+    blocked = [{"client_id": 8, "reason": "blocked"}]  # an integer column
+    run = build.run(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": a, "b": b},
+        trace={
+            "t": (REPORTED_BY_COLUMN, trace),
+            "ops": ({"reported": False, "stage": "b", "reason_column": "reason"}, blocked),
+        },
+        key_types={"client_id": "int64"},
+        schemas={
+            "a": pa.schema([("client_id", pa.string())]),
+            "t": pa.schema(
+                [("client_id", pa.string()), ("stage", pa.string()), ("reason", pa.string())]
+            ),
+        },
+    )
+    # 42 twice at a (" 42" and "0042"), once at b, nothing logged: collapsed.
+    forty_two = build.journey(run, 42)
+    assert [(s["stage"], s["rows_out"]) for s in forty_two["stages"]] == [("a", 2), ("b", 1)]
+    assert build.outcome(run, "b", 42) == "collapsed"
+    seven = build.journey(run, 7)
+    assert seven["final_outcome"] == "dropped"
+    assert seven["stages"][1]["reasons"][0]["reason"] == "opted out"
+    assert build.outcome(run, "b", 8) == "dropped_unreported"
+    assert build.report(run)["totals"]["entered"] == 3
+
+
 def test_key_in_a_hive_partition_folder_of_a_spark_directory(build: RunBuilder) -> None:
     # "A key column may live only in a hive partition folder (branch=LIS/): it is still a column."
     a = [{"branch": b, "client_no": n, "v": 1} for b in ("LIS", "OPO") for n in (1, 2, 3)]

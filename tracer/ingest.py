@@ -357,7 +357,11 @@ def _as_src(con: duckdb.DuckDBPyConnection, source: ds.Dataset) -> None:
     local = isinstance(source.filesystem, pafs.LocalFileSystem)
     hive = local and files and next(source.get_fragments()).physical_schema != source.schema
     if local and files and not hive:
-        con.execute(f"CREATE TEMP VIEW src AS SELECT * FROM read_parquet({_sql_list(files)})")
+        # By name, as pyarrow reads them: a column some part files lack is NULL there.
+        con.execute(
+            f"CREATE TEMP VIEW src AS SELECT * FROM read_parquet({_sql_list(files)}, "
+            "union_by_name = true)"
+        )
     else:
         con.register("src", source)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -70,6 +72,26 @@ def test_a_part_file_without_a_column_reads_it_as_null(build: RunBuilder) -> Non
     run = ingest_manifest(build.engine, load_manifest(manifest))
     assert build.journey(run, 2)["stages"][1]["rows_out"] == 2
     assert stage(build.report(run), "b")["flags"]["duplicate_rows"] == 2  # 1 twice, 2 twice
+
+
+def test_a_glob_character_in_a_folder_name_is_that_character(build: RunBuilder) -> None:
+    # A manifest's glob matches folders `a*b` and `aXb`; each file is read once, by its
+    # own name, though `a*b` as a pattern would match `aXb` too.
+    manifest = build.manifest(
+        stages=[{"name": "a"}, {"name": "b"}],
+        outputs={"a": [{"client_id": i} for i in (1, 2, 3)], "b": [{"client_id": 1}]},
+    )
+    for folder, ids in (("a*b", [1]), ("aXb", [2])):
+        (manifest.parent / "parts" / folder).mkdir(parents=True)
+        part = manifest.parent / "parts" / folder / "p.parquet"
+        pq.write_table(pa.table({"client_id": ids}), part)
+    document = json.loads(manifest.read_text())
+    document["run"]["outputs"]["b"] = "parts/a*/p.parquet"
+    manifest.write_text(json.dumps(document))
+    run = ingest_manifest(build.engine, load_manifest(manifest))
+    assert [s["rows_out"] for s in build.journey(run, 1)["stages"]] == [1, 1]
+    assert [s["rows_out"] for s in build.journey(run, 2)["stages"]] == [1, 1]
+    assert build.outcome(run, "b", 3) == "orphaned"
 
 
 def test_grain_violation_counts_keys_with_rows_sharing_grain_values(build: RunBuilder) -> None:

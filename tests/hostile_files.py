@@ -257,6 +257,17 @@ def duplicate_columns(folder: Path) -> Case:
 
 
 @case
+def columns_alike_but_for_case(folder: Path) -> Case:
+    """`ID` and `id`: DuckDB binds names regardless of case, so `id` would read `ID`."""
+    _good_a(folder)
+    table = pa.table({"client_id": [1, 2], "ID": [3, 4], "id": [5, 6]})
+    write(folder / "b.parquet", table)
+    expect = ("run.outputs.b", "b.parquet", "'ID', 'id' differ only in case")
+    return Case("columns_alike_but_for_case", "manifest", expect, folder,
+                document("columns_alike_but_for_case"))  # fmt: skip
+
+
+@case
 def all_null_keys(folder: Path) -> Case:
     """docs/semantics.md#keys: null-key rows are counted (stage flag) and stop reconciling."""
     _good_a(folder)

@@ -126,4 +126,15 @@ def read_footer(path: str, filesystem: pafs.FileSystem | None = None) -> PartFil
     twice = sorted(name for name, n in Counter(schema.names).items() if n > 1)
     if twice:
         return f"column {', '.join(map(repr, twice))} appears twice"
+    # DuckDB, which reads the files, binds column names regardless of case: `id` would
+    # read the values of `ID`.
+    by_case: dict[str, list[str]] = {}
+    for name in schema.names:
+        by_case.setdefault(name.casefold(), []).append(name)
+    alike = next((names for names in by_case.values() if len(names) > 1), None)
+    if alike:
+        return (
+            f"columns {', '.join(map(repr, alike))} differ only in case; "
+            "tracer reads column names regardless of case"
+        )
     return PartFile(path, schema)

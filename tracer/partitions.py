@@ -10,6 +10,7 @@ space comes back at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.exc import OperationalError
@@ -73,26 +74,34 @@ def _index_names(table: Table, name: str) -> list[tuple[str, str, str]]:
 _FULL_PAGES = "fillfactor = 100"
 
 
-def attach_loaded_tables(conn: Connection, run_pk: int) -> None:
-    """Index the loaded tables, then swap them in for the run's current partitions."""
+def index_loaded_table(conn: Connection, run_pk: int, table: Table) -> None:
+    """Build the key and indexes of `table`'s loaded run partition, once, on the full table;
+    ATTACH adopts them instead of building its own. Full pages: a run's rows are never
+    updated, only dropped with it (a tenth less)."""
+    pk = int(run_pk)
+    loading = run_partition(table.name, pk) + "_load"
+    for position, (name, columns, where) in enumerate(_index_names(table, loading)):
+        if position == 0 and table.primary_key.columns:
+            conn.execute(
+                text(
+                    f"ALTER TABLE {loading} ADD CONSTRAINT {name} PRIMARY KEY ({columns}) "
+                    f"WITH ({_FULL_PAGES})"
+                )
+            )
+        else:
+            index = f"CREATE INDEX {name} ON {loading} ({columns})"
+            conn.execute(text(f"{index} WITH ({_FULL_PAGES}){where}"))
+    # Proves the partition bound up front, so ATTACH skips its own scan.
+    conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
+
+
+def attach_loaded_tables(conn: Connection, run_pk: int, indexed: Collection[str] = ()) -> None:
+    """Index the loaded tables (but those named in `indexed`, done already), then swap them
+    in for the run's current partitions."""
     pk = int(run_pk)
     for table in PARTITIONED_BY_RUN:
-        loading = run_partition(table.name, pk) + "_load"
-        # Built now, once, on the full table; ATTACH adopts them instead of building its own.
-        # Full pages: a run's rows are never updated, only dropped with it (a tenth less).
-        for position, (name, columns, where) in enumerate(_index_names(table, loading)):
-            if position == 0 and table.primary_key.columns:
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {loading} ADD CONSTRAINT {name} PRIMARY KEY ({columns}) "
-                        f"WITH ({_FULL_PAGES})"
-                    )
-                )
-            else:
-                index = f"CREATE INDEX {name} ON {loading} ({columns})"
-                conn.execute(text(f"{index} WITH ({_FULL_PAGES}){where}"))
-        # Proves the partition bound up front, so ATTACH skips its own scan.
-        conn.execute(text(f"ALTER TABLE {loading} ADD CHECK (run_pk = {pk})"))
+        if table.name not in indexed:
+            index_loaded_table(conn, pk, table)
     _lock_published(conn)
     for table in PARTITIONED_BY_RUN:
         final = run_partition(table.name, pk)

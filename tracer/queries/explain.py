@@ -30,14 +30,19 @@ def reasons_of(conn: Connection, run: RunInfo, keys: Sequence[str]) -> Reasons:
     )
     for row in rows:
         found.setdefault((row.key, row.stage), []).append(
-            {
-                "source": row.name,
-                "reason": row.reason,
-                "rows": row.rows,
-                "reported": run.layout.reported[row.name],
-            }
+            reason_item(run, row.name, row.reason, row.rows)
         )
     return found
+
+
+def reason_item(run: RunInfo, source: str, reason: str | None, rows: int) -> dict[str, Any]:
+    """One reason logged for a key at a stage, as every answer shows it."""
+    return {
+        "source": source,
+        "reason": reason,
+        "rows": rows,
+        "reported": run.layout.reported[source],
+    }
 
 
 def left_at(run: RunInfo, cells: Sequence[StageCell | None]) -> dict[str, str] | None:

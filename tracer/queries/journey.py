@@ -11,7 +11,7 @@ from sqlalchemy import Connection, select, text, tuple_
 from tracer.errors import NotFoundError, TracerError
 from tracer.outcomes import JOURNEY_ANOMALIES, Final, Outcome, parse_stage_cells
 from tracer.queries.common import RunInfo, load_run, parse_time, run_columns, run_info
-from tracer.queries.explain import left_at, reasons_of, summary
+from tracer.queries.explain import left_at, reason_item, summary
 from tracer.queries.key_input import key_values as resolve_key
 from tracer.queries.key_input import matches
 from tracer.queries.pages import MAX_PAGE, check_limit, decode_token, page
@@ -33,8 +33,9 @@ def journey(
     if row is None:
         shown = ", ".join(f"{c}={v}" for c, v in zip(run.key, values, strict=True))
         raise NotFoundError(f"client {shown} has no record in run {run_id!r}")
-    # Only a traced key has reasons: most lookups skip this query.
-    reasons = reasons_of(conn, run, [key]) if row.key_traced else {}
+    reasons: dict[int, list[dict[str, Any]]] = {}  # stage index -> the reasons logged there
+    for stage, source, reason, rows in row.key_reasons or ():
+        reasons.setdefault(stage, []).append(reason_item(run, source, reason, rows))
     stages = []
     met = []
     cells = parse_stage_cells(run_patterns(conn, run)[row.key_pattern])
@@ -50,7 +51,7 @@ def journey(
                 "rows_dropped_reported": cell.drop_rep,
                 "rows_dropped_operational": cell.drop_ops,
                 "grain_violation": cell.grain_violation,
-                "reasons": reasons.get((key, index), []),
+                "reasons": reasons.get(index, []),
             }
         )
         if cell.outcome in JOURNEY_ANOMALIES:
@@ -75,10 +76,16 @@ _RUN_AND_KEY = text(
     f"""
     SELECT {", ".join(f"r.{c.name}" for c in run_columns())}, p.name AS pipeline_name,
            k.final AS key_final, k.entered AS key_entered, k.traced AS key_traced,
-           k.pattern AS key_pattern
+           k.pattern AS key_pattern, reasons.key_reasons
     FROM runs AS r
     JOIN pipelines AS p ON p.id = r.pipeline_id
     LEFT JOIN key_outcomes AS k ON k.run_pk = :pk AND k.key = :key
+    LEFT JOIN LATERAL (
+        SELECT json_agg(json_build_array(kr.stage, d.name, kr.reason, kr.rows)
+                        ORDER BY kr.stage, d.name, kr.reason) AS key_reasons
+        FROM key_reasons AS kr JOIN datasets AS d ON d.id = kr.dataset_id
+        WHERE kr.run_pk = :pk AND kr.key = :key AND k.traced
+    ) AS reasons ON true
     WHERE r.run_id = :run_id
     """
 )
@@ -94,10 +101,11 @@ def _run_and_key(
     key_values: Sequence[object] | None,
     named: Mapping[str, object] | None,
 ) -> tuple[RunInfo, list[object], str, Any]:
-    """(run, key values, stored key, the key's row or None): the run's row and the key's in
-    one round trip. Encoding the key needs the run's key types, and reading it the run's
-    partition: both come from the last answer for this run id, and the same statement
-    reads them back; if they changed (another run under the id), it is read again."""
+    """(run, key values, stored key, the key's row or None): the run's row, the key's and
+    its reasons (a traced key's: most keys have none) in one round trip. Encoding the key
+    needs the run's key types, and reading it the run's partition: both come from the last
+    answer for this run id, and the same statement reads them back; if they changed
+    (another run under the id), it is read again."""
     guess = _LAST_SEEN.get(run_id)
     for _ in range(2):
         if guess is None:

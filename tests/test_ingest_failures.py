@@ -62,6 +62,24 @@ def test_corrupt_data_pages_fail_the_whole_ingest_and_change_nothing(
     assert snapshot(engine) == before
 
 
+def test_a_part_file_broken_after_validation_fails_the_ingest_naming_it(
+    build: RunBuilder, engine: Engine
+) -> None:
+    """Validation reads every footer, but a file can change before ingestion reads it: the
+    ingest then fails as the dataset's error, naming the part file, and stores nothing
+    (docs/semantics.md#publishing: a failed post leaves the published answers as they were)."""
+    build.run(STAGES, {"a": CLIENTS[:10], "b": CLIENTS[:10]})  # something already stored
+    path = build.manifest(STAGES, {"a": CLIENTS[:5], "b": CLIENTS[:5]}, spark={"b": []})
+    manifest = load_manifest(path)
+    part = sorted((path.parent / "b").glob("part-*.parquet"))[1]
+    part.write_bytes(b"this is not parquet")
+    before = snapshot(engine)
+    with pytest.raises(IngestError) as failure:
+        ingest_manifest(engine, manifest)
+    assert "'b'" in str(failure.value) and part.name in str(failure.value)
+    assert snapshot(engine) == before
+
+
 def test_unreadable_file_is_refused_at_validation_naming_the_field_and_file(
     build: RunBuilder,
 ) -> None:

@@ -164,23 +164,24 @@ class _Reader:
         connection of its own (closed here), else on a new DuckDB."""
         con = con or duckdb_connection()
         try:
+            # A file can change after validation: whatever DuckDB or pyarrow cannot read
+            # (a part file truncated since) is this dataset's error, named as such.
             _as_src(con, self.source)
             self._check_key_casts(con)
             check_key_values(con, self.source, self.dataset, self.pipeline.key_types)
             self._check_reason_nul(con)
-            try:
-                con.execute(f"CREATE TEMP TABLE grouped AS {self._query()}")
-                stage = self._stage_index(con)
-                self.rows_read, most = con.execute(
-                    "SELECT coalesce(sum(rows), 0), coalesce(max(rows), 0) FROM grouped"
-                ).fetchall()[0]
-                self._count_null_keys(con)
-                keys = sink(con, self._chunk_select(stage))
-                if most > 1:  # else no two rows can be identical
-                    self.duplicate_rows = self._duplicate_rows(con)
-                return keys
-            except duckdb.Error as exc:
-                raise self.fail(f"cannot read: {exc}") from None
+            con.execute(f"CREATE TEMP TABLE grouped AS {self._query()}")
+            stage = self._stage_index(con)
+            self.rows_read, most = con.execute(
+                "SELECT coalesce(sum(rows), 0), coalesce(max(rows), 0) FROM grouped"
+            ).fetchall()[0]
+            self._count_null_keys(con)
+            keys = sink(con, self._chunk_select(stage))
+            if most > 1:  # else no two rows can be identical
+                self.duplicate_rows = self._duplicate_rows(con)
+            return keys
+        except (duckdb.Error, pa.ArrowException) as exc:
+            raise self.fail(f"cannot read: {exc}") from None
         finally:
             con.close()
 

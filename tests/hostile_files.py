@@ -258,7 +258,8 @@ def duplicate_columns(folder: Path) -> Case:
 
 @case
 def columns_alike_but_for_case(folder: Path) -> Case:
-    """`ID` and `id`: DuckDB binds names regardless of case, so `id` would read `ID`."""
+    """`ID` and `id`: DuckDB binds names regardless of case, so a key `id` would read the
+    values of `ID` (docs/semantics.md#keys: a key is the values of its columns)."""
     _good_a(folder)
     table = pa.table({"client_id": [1, 2], "ID": [3, 4], "id": [5, 6]})
     write(folder / "b.parquet", table)

@@ -224,7 +224,8 @@ def test_outputs_joined_one_at_a_time_classify_alike(
     build: RunBuilder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big run joins its stage outputs onto its keys a few at a time, to stay within the
-    classifier's memory: the answers are those of one join of them all."""
+    classifier's memory: the answers (docs/semantics.md#outcomes per key and stage,
+    #reconciliation totals) are those of one join of them all."""
     together = varied(build, "joins-together")
     monkeypatch.setattr(classify, "_JOINED_KEYS", 1)  # one output (or the drops) a statement
     apart = varied(build, "joins-apart")
@@ -239,7 +240,8 @@ def test_a_dataset_stored_as_several_chunks_answers_as_one_pass(
 ) -> None:
     """Jobs store a dataset as zstd Parquet chunks of about a million rows each, written by
     DuckDB, and the classifier reads them back in order: a run of several chunks a dataset
-    answers as the same files ingested in one pass."""
+    answers as the same files ingested in one pass (docs/semantics.md#outcomes,
+    #reconciliation)."""
     a = [{"client_id": i, "offer_id": 0} for i in range(10_000)]
     b = [{"client_id": i, "offer_id": o} for i in range(0, 10_000, 2) for o in (1, 2)]
     b += [{"client_id": 7, "offer_id": 1}]  # multiplied

@@ -57,7 +57,8 @@ def test_duplicate_rows_count_rows_identical_in_every_column(build: RunBuilder) 
 def test_a_part_file_without_a_column_reads_it_as_null(build: RunBuilder) -> None:
     # Spark leaves part files of one folder with other columns when a writer's schema
     # evolved: a column some parts lack is null in their rows, as pyarrow reads it, and the
-    # duplicate count compares it too (rows identical in every column).
+    # duplicate count compares it too (docs/semantics.md#stage-flags: duplicate_rows, rows
+    # identical in every column).
     b = [{"client_id": 1, "offer": "x"}, {"client_id": 1, "offer": "x"},
          {"client_id": 2, "offer": "y"}, {"client_id": 3, "offer": "z"}]  # fmt: skip
     manifest = build.manifest(
@@ -76,7 +77,8 @@ def test_a_part_file_without_a_column_reads_it_as_null(build: RunBuilder) -> Non
 
 def test_a_glob_character_in_a_folder_name_is_that_character(build: RunBuilder) -> None:
     # A manifest's glob matches folders `a*b` and `aXb`; each file is read once, by its
-    # own name, though `a*b` as a pattern would match `aXb` too.
+    # own name, though `a*b` as a pattern would match `aXb` too. Read twice, 2 would be
+    # `multiplied` at b (docs/semantics.md#outcomes); 3, in no file of b, is `orphaned`.
     manifest = build.manifest(
         stages=[{"name": "a"}, {"name": "b"}],
         outputs={"a": [{"client_id": i} for i in (1, 2, 3)], "b": [{"client_id": 1}]},
@@ -189,10 +191,10 @@ REPORTED_BY_COLUMN = {"reported": True, "stage_column": "stage", "reason_column"
 
 
 def test_an_int64_key_matches_across_integer_and_text_columns(build: RunBuilder) -> None:
-    # "strings trimmed; 42 and "42" are one key only if the pipeline says the key is a
-    # string": under an int64 key, " 42" in a text column is the integer 42. Ingestion
-    # keeps an integer column's keys as integers and a text column's as their canonical
-    # text; a stage and the traces of either kind are read together.
+    # docs/semantics.md#keys: "strings trimmed; 42 and "42" are one key only if the pipeline
+    # says the key is a string": under an int64 key, " 42" in a text column is the integer
+    # 42. Ingestion keeps an integer column's keys as integers and a text column's as their
+    # canonical text; a stage and the traces of either kind are read together.
     a = [{"client_id": " 42"}, {"client_id": "7 "}, {"client_id": "0042"}, {"client_id": "8"}]
     b = [{"client_id": 42}]
     trace = [{"client_id": "7", "stage": "b", "reason": "opted out"}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,29 +132,25 @@ def test_string_key_that_is_not_an_integer_under_an_int64_key(
     assert failure.value.column == "client_id" and "'x7'" in str(failure.value)
 
 
-def _ingested_at(engine: Engine, run_id: str) -> dict[str, object]:
+def _of_datasets(engine: Engine, run_id: str, select: str, join: str = "") -> list[Any]:
+    """(dataset name, `select`) rows of the run's datasets, `join` joined to them as `d`."""
     with engine.connect() as conn:
-        rows = conn.execute(
+        return conn.execute(
             text(
-                "SELECT d.name, d.ingested_at FROM datasets d JOIN runs r ON r.pk = d.run_pk "
-                "WHERE r.run_id = :run"
+                f"SELECT d.name, {select} FROM datasets d {join} "
+                "JOIN runs r ON r.pk = d.run_pk WHERE r.run_id = :run"
             ),
             {"run": run_id},
-        )
-        return dict(rows.all())
+        ).all()
+
+
+def _ingested_at(engine: Engine, run_id: str) -> dict[str, object]:
+    return dict(_of_datasets(engine, run_id, "d.ingested_at"))
 
 
 def _chunks(engine: Engine, run_id: str) -> dict[str, int]:
     """Keys in the stored chunks of each dataset of the run."""
-    with engine.connect() as conn:
-        stored = conn.execute(
-            text(
-                "SELECT d.name, c.data FROM dataset_chunks c "
-                "JOIN datasets d ON d.id = c.dataset_id JOIN runs r ON r.pk = d.run_pk "
-                "WHERE r.run_id = :run"
-            ),
-            {"run": run_id},
-        ).all()
+    stored = _of_datasets(engine, run_id, "c.data", "JOIN dataset_chunks c ON c.dataset_id = d.id")
     out: dict[str, int] = {}
     for name, data in stored:
         out[name] = out.get(name, 0) + pq.read_table(pa.BufferReader(data)).num_rows

@@ -19,7 +19,8 @@ from alembic import command
 from sqlalchemy import Connection, Engine, text
 
 from tests.pipelines import RunBuilder
-from tracer import classify, db, ingest
+from tracer import chunks as chunk_files
+from tracer import classify, db
 from tracer.manifest import parse_manifest
 from tracer.outcomes import UNREMARKABLE, Outcome
 from tracer.queries.anomalies import anomalies, gap_keys
@@ -257,8 +258,8 @@ def test_a_dataset_stored_as_several_chunks_answers_as_one_pass(
             text("SELECT manifest FROM runs WHERE run_id = :r"), {"r": one_pass}
         ).scalar_one()
     document["run"]["id"] = "chunks-jobs"
-    monkeypatch.setattr(ingest, "_CHUNK_ROWS", 4096)  # two row groups of 2,048 a chunk
-    monkeypatch.setattr(ingest, "_ROW_GROUP", 2048)
+    monkeypatch.setattr(chunk_files, "CHUNK_ROWS", 4096)  # two row groups of 2,048 a chunk
+    monkeypatch.setattr(chunk_files, "_ROW_GROUP", 2048)
     submitted = submit_run(build.engine, parse_manifest(document, base_dir=Path("/")))
     for dataset_id in submitted.dataset_ids:
         ingest_step(build.engine, dataset_id)

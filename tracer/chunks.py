@@ -59,12 +59,30 @@ class LocalChunks:
         self.database.close()
 
     def write(self, con: duckdb.DuckDBPyConnection, dataset_id: int, rows: str) -> int:
-        """Write the chunk rows of query `rows` as one more file of the dataset; how many.
-        DuckDB writes them in parallel, uncompressed: they live only until classified."""
+        """The chunk rows of query `rows` as more files of the dataset, uncompressed: they
+        live only until classified. How many rows."""
         files = self.files.setdefault(dataset_id, [])
-        path = self.folder / f"{dataset_id}-{len(files)}.parquet"
-        written = con.execute(
-            f"COPY ({rows}) TO '{path}' (FORMAT parquet, COMPRESSION uncompressed)"
-        ).fetchall()[0][0]
-        files.append(str(path))
-        return int(written)
+        written, paths = write_chunks(
+            con, rows, self.folder / f"{dataset_id}-{len(files)}", "uncompressed"
+        )
+        files.extend(str(p) for p in paths)
+        return written
+
+
+CHUNK_ROWS = 1 << 20
+"""Rows in a chunk file, about (a few MB): what one row of `dataset_chunks` holds."""
+_ROW_GROUP = 1 << 17
+
+
+def write_chunks(
+    con: duckdb.DuckDBPyConnection, rows: str, folder: Path, compression: str
+) -> tuple[int, list[Path]]:
+    """The chunk rows of query `rows` as Parquet files of about CHUNK_ROWS rows each in
+    `folder`, in order, written by DuckDB in parallel (zstd at 4.7M rows: 0.37 s and 11 MB,
+    where pyarrow from Arrow batches took 0.94 s and 20 MB); and how many rows."""
+    written = con.execute(
+        f"COPY ({rows}) TO '{folder}' (FORMAT parquet, COMPRESSION {compression}, "
+        f"ROW_GROUP_SIZE {_ROW_GROUP}, ROW_GROUPS_PER_FILE {CHUNK_ROWS // _ROW_GROUP})"
+    ).fetchall()[0][0]
+    files = sorted(folder.glob("*.parquet"), key=lambda p: int(p.stem.split("_")[-1]))
+    return int(written), files

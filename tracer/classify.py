@@ -1,15 +1,16 @@
 """Classification of a run: the outcome table of docs/semantics.md, set-based in DuckDB.
 
-The run's per-key rows (one chunk set per dataset, written by ingestion) are
-read back as Parquet; one grouped pass pivots every key into per-stage columns
-(out, distinct grains, reported and operational drops); `in(k)` of each stage
-is an expression over its parents' columns (routed splits included) and the
-outcome a CASE generated from tracer.outcomes.OUTCOME_RULES in first-match order. The result
-(one row per key with its stages as text, the anomaly list's rare groups, the reasons) is
-binary-COPYed into fresh run partitions; stage summaries and run totals are computed
-from the same table. Measured on this machine type, classifying in DuckDB in
-the worker and storing one row per key was the fastest shape; the SQL is the
-same single pass that beat joins of adjacent stages in Postgres.
+The run's per-key rows (one chunk set per dataset, written by ingestion) are read as
+Parquet; full joins of the stage outputs line every key's stages up in columns (out,
+distinct grains, reported and operational drops); `in(k)` of each stage is an expression
+over its parents' columns (routed splits included) and the outcome a CASE generated from
+tracer.outcomes.OUTCOME_RULES in first-match order. A key's outcomes and counts at every
+stage are its pattern, and everything else about it follows from the pattern: the run's
+few patterns (with their finals and causes) and each key's pattern are what is kept. One
+row per key, the patterns, the anomaly list's rare groups and the reasons are
+binary-COPYed into fresh run partitions; stage summaries and run totals are sums over the
+patterns. Measured on this machine type, classifying in DuckDB in the worker and storing
+one row per key was the fastest shape.
 """
 
 from __future__ import annotations
@@ -186,10 +187,6 @@ class _RunFiles:
     # A one-column int64 key: joined as BIGINT inside DuckDB (hashing and comparing integers
     # instead of text took a third off the per-key join at 1M clients), written as text.
     int_keys: bool = False
-
-    @property
-    def every(self) -> list[str]:
-        return [f for files in self.outputs.values() for f in files] + self.traces
 
     def read(self, files: list[str], typed: bool = True) -> str:
         """The chunk files as a relation, with keys typed as the classifier joins them

@@ -169,7 +169,7 @@ dataset_chunks = Table(
     Column("run_pk", Integer, primary_key=True),
     Column("dataset_id", ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True),
     Column("seq", Integer, primary_key=True),
-    # zstd Parquet of tracer.ingest.CHUNK_SCHEMA; stored EXTERNAL (no second compression).
+    # zstd Parquet of tracer.chunks.CHUNK_COLUMNS; stored EXTERNAL (no second compression).
     Column("data", LargeBinary, nullable=False),
     postgresql_partition_by="LIST (run_pk)",
 )
